@@ -1,0 +1,3 @@
+from tabsynth.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``tabsynth`` command line."""

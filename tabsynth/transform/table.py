@@ -1,0 +1,238 @@
+"""Compose column encoders into one float matrix with a declared layout of spans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabsynth.errors import DataError, MetadataError, NotFittedError
+from tabsynth.metadata import ColumnSpec, Metadata
+from tabsynth.transform.base import ColumnEncoder, Span
+from tabsynth.transform.categorical import CategoricalEncoder
+from tabsynth.transform.identifiers import IdEncoder
+from tabsynth.transform.numeric import NumericEncoder
+
+FORMAT = "tabsynth.transformer/1"
+
+
+class TableTransformer:
+    """Reversible encoding of a whole table for the models.
+
+    Parameters are stored untouched; ``fit`` resolves them. ``random_state`` fixes the
+    subsample used to fit numeric encoders and the mode draws of ``transform``.
+    ``memory_budget`` (bytes) bounds the encoded matrix: the size is estimated before any
+    allocation and a frame that would exceed it is refused with the figure.
+    """
+
+    def __init__(
+        self,
+        metadata: Metadata | None = None,
+        random_state: int | None = None,
+        max_fit_samples: int = 20_000,
+        numeric_encoder: str = "gmm",
+        max_modes: int = 10,
+        rare_threshold: float | None = None,
+        unseen: str = "error",
+        max_categories: int = 1000,
+        memory_budget: int = 8 * 2**30,
+    ) -> None:
+        self.metadata = metadata
+        self.random_state = random_state
+        self.max_fit_samples = max_fit_samples
+        self.numeric_encoder = numeric_encoder
+        self.max_modes = max_modes
+        self.rare_threshold = rare_threshold
+        self.unseen = unseen
+        self.max_categories = max_categories
+        self.memory_budget = memory_budget
+
+    # -- building ---------------------------------------------------------------------------
+    def _make_encoder(self, spec: ColumnSpec) -> ColumnEncoder:
+        if spec.kind in ("continuous", "integer", "datetime"):
+            return NumericEncoder(
+                spec,
+                method=self.numeric_encoder,
+                max_modes=self.max_modes,
+                max_fit_samples=self.max_fit_samples,
+            )
+        if spec.kind in ("categorical", "boolean"):
+            return CategoricalEncoder(
+                spec,
+                rare_threshold=self.rare_threshold,
+                unseen=self.unseen,
+                max_categories=self.max_categories,
+            )
+        return IdEncoder(spec)
+
+    def _rng(self, index: int, purpose: int) -> np.random.Generator:
+        return np.random.default_rng([self.entropy_, index, purpose])
+
+    def _build_spans(self) -> None:
+        spans, start = [], 0
+        for name, enc in self.encoders_.items():
+            for role, width, activation in enc.layout():
+                spans.append(Span(name, role, start, width, activation))
+                start += width
+        self.spans_ = spans
+        self.output_dim_ = start
+
+    def fit(self, df: pd.DataFrame) -> TableTransformer:
+        """Learn every column's encoding from ``df`` (validated against the metadata)."""
+        metadata = self.metadata if self.metadata is not None else Metadata.infer(df)
+        metadata.validate(df)
+        self.metadata_ = metadata
+        if self.random_state is None:
+            self.entropy_ = int(np.random.SeedSequence().entropy % 2**63)
+        else:
+            self.entropy_ = int(self.random_state)
+        self.columns_ = list(metadata.names)
+        self.encoders_: dict[str, ColumnEncoder] = {}
+        for i, name in enumerate(self.columns_):
+            enc = self._make_encoder(metadata[name])
+            enc.fit(df[name], self._rng(i, 0))
+            self.encoders_[name] = enc
+        self._build_spans()
+        self.check_memory(len(df))
+        return self
+
+    # -- contract -------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "encoders_"):
+            raise NotFittedError("TableTransformer is not fitted; call fit(df) first")
+
+    def check_memory(self, n_rows: int, itemsize: int = 4) -> None:
+        """Refuse, before allocating, an encoded matrix larger than ``memory_budget``."""
+        need = n_rows * self.output_dim_ * itemsize
+        if need > self.memory_budget:
+            widest = sorted(
+                ((enc.width, name) for name, enc in self.encoders_.items()), reverse=True
+            )[:3]
+            raise DataError(
+                f"the encoded table would take {need / 2**30:.1f} GiB "
+                f"({n_rows} rows x {self.output_dim_} columns), over the memory budget of "
+                f"{self.memory_budget / 2**30:.1f} GiB; widest columns: "
+                + ", ".join(f"{n!r} ({w})" for w, n in widest)
+                + ". Group rare categories, declare id columns, or raise memory_budget"
+            )
+
+    def transform(self, df: pd.DataFrame, dtype: Any = np.float32) -> np.ndarray:
+        """Encode ``df`` into a ``(n, output_dim_)`` matrix (float32 unless ``dtype`` says)."""
+        self._check_fitted()
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        missing = [c for c in self.columns_ if c not in df.columns]
+        extra = [c for c in df.columns if c not in self.encoders_]
+        if missing or extra:
+            raise MetadataError(
+                f"frame columns differ from the fitted table; missing: {missing}, extra: {extra}"
+            )
+        self.check_memory(len(df), np.dtype(dtype).itemsize)
+        out = np.zeros((len(df), self.output_dim_), dtype=dtype)  # encoders write only the ones
+        col = 0
+        for i, (name, enc) in enumerate(self.encoders_.items()):
+            width = enc.width
+            if width:
+                enc.transform(df[name], out[:, col : col + width], self._rng(i, 1))
+            col += width
+        return out
+
+    def inverse_transform(
+        self, x: np.ndarray, id_start: int = 0, random_state: int | None = None
+    ) -> pd.DataFrame:
+        """Decode a matrix (real or generated) into a frame with the original columns and dtypes.
+
+        ``id_start`` numbers regenerated ids so that chunks decoded separately stay unique.
+        """
+        self._check_fitted()
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.output_dim_:
+            raise DataError(
+                f"expected a matrix with {self.output_dim_} columns, got shape {x.shape}"
+            )
+        seed = self.entropy_ if random_state is None else random_state
+        cols, col = {}, 0
+        for i, (name, enc) in enumerate(self.encoders_.items()):
+            width = enc.width
+            rng = np.random.default_rng([seed, i, 2, id_start])
+            if isinstance(enc, IdEncoder):
+                cols[name] = enc.generate(len(x), start=id_start)
+            else:
+                cols[name] = enc.inverse_transform(x[:, col : col + width], rng)
+            col += width
+        frame = pd.DataFrame({name: s.reset_index(drop=True) for name, s in cols.items()})
+        return frame
+
+    # -- layout helpers for the models ----------------------------------------------------
+    @property
+    def discrete_columns_(self) -> list[str]:
+        self._check_fitted()
+        return [n for n, e in self.encoders_.items() if isinstance(e, CategoricalEncoder)]
+
+    def category_span(self, column: str) -> Span:
+        """The one-hot span of a categorical or boolean column."""
+        self._check_fitted()
+        for span in self.spans_:
+            if span.column == column and span.role == "category":
+                return span
+        if column not in self.encoders_:
+            raise DataError(f"unknown column {column!r}")
+        raise DataError(
+            f"column {column!r} is {self.metadata_[column].kind}, not categorical or boolean"
+        )
+
+    def category_position(self, column: str, value: Any) -> int:
+        """Index of ``value`` within ``category_span(column)``."""
+        self.category_span(column)
+        return self.encoders_[column].position(value)  # type: ignore[attr-defined]
+
+    def categories_of(self, column: str) -> list:
+        """The values of a categorical column in span order (``None`` marks the null slot)."""
+        self.category_span(column)
+        enc: CategoricalEncoder = self.encoders_[column]  # type: ignore[assignment]
+        out = list(enc.categories_)
+        if enc.has_other_:
+            out.append("__other__")
+        if enc.spec.nullable:
+            out.append(None)
+        return out
+
+    categories_ = categories_of  # name used in docs/architecture.md
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        self._check_fitted()
+        return {
+            "format": FORMAT,
+            "params": {
+                "random_state": self.random_state,
+                "max_fit_samples": self.max_fit_samples,
+                "numeric_encoder": self.numeric_encoder,
+                "max_modes": self.max_modes,
+                "rare_threshold": self.rare_threshold,
+                "unseen": self.unseen,
+                "max_categories": self.max_categories,
+                "memory_budget": self.memory_budget,
+            },
+            "metadata": self.metadata_.to_dict(),
+            "entropy": self.entropy_,
+            "encoders": {name: enc.get_state() for name, enc in self.encoders_.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TableTransformer:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise MetadataError("not a tabsynth transformer state")
+        metadata = Metadata.from_dict(d["metadata"])
+        tt = cls(metadata, **d["params"])
+        tt.metadata_ = metadata
+        tt.entropy_ = int(d["entropy"])
+        tt.columns_ = list(metadata.names)
+        tt.encoders_ = {}
+        for name in tt.columns_:
+            enc = tt._make_encoder(metadata[name])
+            enc.set_state(d["encoders"][name])
+            tt.encoders_[name] = enc
+        tt._build_spans()
+        return tt
