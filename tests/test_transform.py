@@ -279,3 +279,51 @@ def test_shared_tables_round_trip(name):
                 meta.update_column(col, kind="id")
     tt = TableTransformer(meta, random_state=0).fit(df)
     assert_round_trip(df, tt)
+
+
+# -- public (DP) path ---------------------------------------------------------------------
+def _public_meta(df: pd.DataFrame) -> Metadata:
+    meta = Metadata.infer(df)
+    meta.update_column("age", lower=0, upper=120)
+    if "city" in meta:
+        meta.update_column("city", categories=["Oslo", "Lima", "Pune", "Rome"])
+    return meta.declare_public()
+
+
+def test_public_fit_reads_no_data_and_maps_unknown_tokens_to_other(mixed_frame):
+    frame = mixed_frame[["age", "city", "smoker", "seen_at"]]
+    meta = _public_meta(frame)
+    tt = TableTransformer(meta, random_state=0).fit_public()
+    canary = pd.concat(
+        [frame, pd.DataFrame({"age": [119], "city": ["ZZ_CANARY"], "smoker": [True]})],
+        ignore_index=True,
+    )
+    tt2 = TableTransformer(meta, random_state=0).fit_public()
+    assert json.dumps(tt.to_dict()) == json.dumps(tt2.to_dict())
+    assert "ZZ_CANARY" not in json.dumps(tt.to_dict())
+    x = tt.transform(canary)
+    span = tt.category_span("city")
+    assert x[-1, span.start + tt.categories_of("city").index("__other__")] == 1
+    back = tt.inverse_transform(x)
+    assert "ZZ_CANARY" not in set(back["city"].dropna())
+    assert back["age"].between(0, 120).all()
+
+
+def test_public_fit_lists_undeclared_facts(mixed_frame):
+    meta = Metadata.infer(mixed_frame[["age", "city"]])
+    with pytest.raises(MetadataError, match="'age': kind, nullable, lower, upper"):
+        TableTransformer(meta).fit_public()
+
+
+def test_public_fit_from_a_histogram(mixed_frame):
+    frame = mixed_frame[["age"]]
+    meta = _public_meta(frame)
+    tt = TableTransformer(meta, random_state=0)
+    lo, hi = tt.numeric_bounds("age")
+    centres = np.linspace(lo, hi, 25)
+    counts = np.exp(-0.5 * ((centres - 50) / 10) ** 2) * 100
+    tt.fit_public({"age": (centres, counts)})
+    enc = tt.encoders_["age"]
+    assert enc.method == "gmm" and np.min(np.abs(enc.means_ - 50)) < 10
+    back = tt.inverse_transform(tt.transform(frame, dtype=np.float64))
+    pd.testing.assert_series_equal(back["age"], frame["age"].reset_index(drop=True))

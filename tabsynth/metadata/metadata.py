@@ -186,6 +186,22 @@ class Metadata:
                     spec.origin[fact] = "declared"
         return self
 
+    def public_problems(self) -> list[str]:
+        """Facts the DP path needs declared (or DP-derived) but that were learned from data."""
+        problems = []
+        for s in self:
+            need = ["kind", "nullable"]
+            if s.kind == "categorical":
+                need.append("categories")
+            if s.kind in ("continuous", "integer", "datetime"):
+                need += ["lower", "upper"]
+            if s.kind == "datetime":
+                need.append("resolution")
+            missing = [f for f in need if not s.is_public(f) or getattr(s, f) is None]
+            if missing:
+                problems.append(f"{s.name!r}: {', '.join(missing)}")
+        return problems
+
     # -- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {

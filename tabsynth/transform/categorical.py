@@ -79,6 +79,17 @@ class CategoricalEncoder(ColumnEncoder):
         self.fitted_ = True
         return self
 
+    def fit_public(self) -> CategoricalEncoder:
+        """Use only the declared domain (DP path): values outside it map to the ``other`` slot."""
+        self.categories_ = self._domain(pd.Series([], dtype=object))
+        if self.spec.kind == "categorical" and self.spec.categories is None:
+            raise DataError(f"column {self.spec.name!r}: declare its categories")
+        self.other_members_, self.other_probs_ = [], []
+        self.has_other_ = True
+        self.unseen = "other"
+        self.fitted_ = True
+        return self
+
     def _codes(self, s: pd.Series, domain: list, allow_unseen: bool) -> np.ndarray:
         """Position of each value in ``domain``; -1 for nulls, -2 for unseen values."""
         spec = self.spec
@@ -151,8 +162,8 @@ class CategoricalEncoder(ColumnEncoder):
             if is_other.any() and self.other_members_:
                 draw = rng.choice(len(self.other_members_), is_other.sum(), p=self.other_probs_)
                 codes[is_other] = len(self.categories_) + draw
-            elif is_other.any():  # an 'other' with no known member: decode as missing or first
-                codes[is_other] = 0
+            elif is_other.any():  # no known member (public domain): a uniform domain value
+                codes[is_other] = rng.integers(0, len(self.categories_), is_other.sum())
         values = self.categories_ + self.other_members_
         if self.spec.dtype == "category" and self.spec.categories is not None:
             # keep the column's full categorical dtype (including unused categories)

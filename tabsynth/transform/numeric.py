@@ -176,9 +176,47 @@ class NumericEncoder(ColumnEncoder):
         if len(observed) > self.max_fit_samples:
             observed = rng.choice(observed, self.max_fit_samples, replace=False)
         uniq, counts = np.unique(observed, return_counts=True)
+        return self._fit_counts(uniq, counts, spikes=True)
+
+    def fit_public(self, histogram: tuple[np.ndarray, np.ndarray] | None = None) -> NumericEncoder:
+        """Fit from public bounds and, optionally, a DP histogram ``(bin centres, noisy counts)``.
+
+        Reads no data: with a histogram (centres in encoder coordinates, see
+        :meth:`prepare_public`) the mixture or quantiles are fit to the noisy counts; without one
+        the column is encoded by ``minmax`` over its declared bounds.
+        """
+        self.prepare_public()
+        if histogram is None:
+            self.method = "minmax"
+            lo, hi = self._bounds()
+            return self._fit_counts(np.array([lo, hi]), np.array([1.0, 1.0]), spikes=False)
+        centres, counts = (np.asarray(a, dtype=np.float64) for a in histogram)
+        keep = counts > 0
+        if not keep.any():
+            self.method = "minmax"
+            lo, hi = self._bounds()
+            return self._fit_counts(np.array([lo, hi]), np.array([1.0, 1.0]), spikes=False)
+        return self._fit_counts(centres[keep], counts[keep], spikes=False)
+
+    def prepare_public(self) -> tuple[float, float]:
+        """Set the datetime offset from the declared lower bound; return the bounds in encoder
+        coordinates, the space in which a DP histogram for :meth:`fit_public` is taken."""
+        spec = self.spec
+        if spec.lower is None or spec.upper is None:
+            raise DataError(f"column {spec.name!r}: declare its lower and upper bounds")
+        self._offset = self._to_units(spec.lower) if spec.kind == "datetime" else 0
+        lo, hi = self._bounds()
+        return float(lo), float(hi)  # type: ignore[arg-type]
+
+    def encoded_values(self, s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Values in encoder coordinates (datetimes as offset units) and the null mask."""
+        return self._values(s)
+
+    def _fit_counts(self, uniq: np.ndarray, counts: np.ndarray, spikes: bool) -> NumericEncoder:
+        """Fit from sorted distinct values and their (possibly noisy) counts."""
         share = counts / counts.sum()
         spike_idx = np.argsort(-share, kind="stable")[: self.max_spikes]
-        spike_idx = spike_idx[share[spike_idx] >= self.spike_share]
+        spike_idx = spike_idx[share[spike_idx] >= self.spike_share] if spikes else spike_idx[:0]
         if len(spike_idx) == len(uniq):  # all values are frequent: no continuous part
             spike_idx = spike_idx[: self.max_spikes]
         self.spikes_ = uniq[spike_idx]
@@ -212,7 +250,7 @@ class NumericEncoder(ColumnEncoder):
                 self.range_ = (lo, hi if hi > lo else lo + 1.0)
                 self.weights_ = np.ones(1)
             else:
-                raise DataError(f"column {spec.name!r}: unknown encoder {self.method!r}")
+                raise DataError(f"column {self.spec.name!r}: unknown encoder {self.method!r}")
             self.weights_ = self.weights_ * (1.0 - self.spike_weights_.sum())
         self.fitted_ = True
         return self

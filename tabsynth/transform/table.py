@@ -97,6 +97,68 @@ class TableTransformer:
         self.check_memory(len(df))
         return self
 
+    def fit_public(
+        self, histograms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> TableTransformer:
+        """Build the encoding from the metadata alone, reading no data (the DP path).
+
+        Categories come from the declared domains (values outside map to an ``other`` slot),
+        numeric columns from their declared bounds and, where ``histograms`` holds one, a DP
+        histogram ``(bin centres, noisy counts)`` in encoder coordinates
+        (:meth:`numeric_bounds`). Id columns are numbered without learning their format.
+        """
+        if self.metadata is None:
+            raise MetadataError("fit_public needs metadata declared by the user")
+        problems = self.metadata.public_problems()
+        if problems:
+            raise MetadataError(
+                "the schema must be public to build the encoding without reading data; "
+                "declare: " + "; ".join(problems)
+            )
+        histograms = histograms or {}
+        self.metadata_ = self.metadata
+        self.entropy_ = (
+            int(np.random.SeedSequence().entropy % 2**63)
+            if self.random_state is None
+            else int(self.random_state)
+        )
+        self.columns_ = list(self.metadata.names)
+        self.encoders_ = {}
+        for name in self.columns_:
+            spec = self.metadata[name]
+            enc = self._make_encoder(spec)
+            if isinstance(enc, NumericEncoder):
+                enc.fit_public(histograms.get(name))
+            elif isinstance(enc, CategoricalEncoder):
+                enc.fit_public()
+            else:
+                enc.set_state(
+                    {
+                        "prefix": "",
+                        "suffix": "",
+                        "digits": 0,
+                        "numeric": not (spec.dtype or "object").startswith(("str", "object")),
+                    }
+                )
+            self.encoders_[name] = enc
+        self._build_spans()
+        return self
+
+    def numeric_bounds(self, column: str) -> tuple[float, float]:
+        """Declared bounds of a numeric/datetime column in encoder coordinates."""
+        enc = self._make_encoder(self.metadata[column]) if self.metadata is not None else None
+        if not isinstance(enc, NumericEncoder):
+            raise DataError(f"column {column!r} is not numeric or datetime")
+        return enc.prepare_public()
+
+    def numeric_values(self, df: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """A numeric/datetime column in encoder coordinates, and its null mask."""
+        enc = self._make_encoder(self.metadata[column]) if self.metadata is not None else None
+        if not isinstance(enc, NumericEncoder):
+            raise DataError(f"column {column!r} is not numeric or datetime")
+        enc.prepare_public()
+        return enc.encoded_values(df[column])
+
     # -- contract -------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "encoders_"):
