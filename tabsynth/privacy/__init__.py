@@ -1,0 +1,82 @@
+"""Differential privacy: one ledger for every mechanism, DP metadata, DP-SGD helpers.
+
+See docs/privacy.md for the threat model and how the pieces fit together.
+"""
+
+from tabsynth.privacy.budget import (
+    BudgetGuard,
+    Calibration,
+    DPSGDPlan,
+    GaussianPlan,
+    calibrate,
+    calibrate_noise,
+    dpsgd_steps,
+)
+from tabsynth.privacy.dpsgd import (
+    PoissonLoader,
+    gradient_penalty,
+    make_dp_optimizer,
+    make_poisson_loader,
+    module_state,
+    per_sample_grads,
+    resolve_delta,
+    secure_generator,
+    single_example,
+    validate_dp_module,
+    write_grad_samples,
+)
+from tabsynth.privacy.ledger import ADJACENCY, UNIT, Mechanism, PrivacyLedger, compose_epsilon
+from tabsynth.privacy.mechanisms import (
+    OTHER,
+    GridRelease,
+    HistogramRelease,
+    category_counts,
+    dp_category_domain,
+    dp_grid_histogram,
+    dp_histogram,
+    dp_quantiles,
+    grid_counts,
+    noisy_count,
+    quantiles_from_histogram,
+    threshold_delta,
+    threshold_for_delta,
+)
+
+__all__ = [
+    "ADJACENCY",
+    "OTHER",
+    "UNIT",
+    "BudgetGuard",
+    "Calibration",
+    "DPSGDPlan",
+    "GaussianPlan",
+    "GridRelease",
+    "HistogramRelease",
+    "Mechanism",
+    "PoissonLoader",
+    "PrivacyLedger",
+    "calibrate",
+    "calibrate_noise",
+    "category_counts",
+    "compose_epsilon",
+    "dp_category_domain",
+    "dp_grid_histogram",
+    "dp_histogram",
+    "dp_quantiles",
+    "dpsgd_steps",
+    "gradient_penalty",
+    "grid_counts",
+    "make_dp_optimizer",
+    "make_poisson_loader",
+    "module_state",
+    "noisy_count",
+    "per_sample_grads",
+    "quantiles_from_histogram",
+    "resolve_delta",
+    "secure_generator",
+    "single_example",
+    "threshold_delta",
+    "threshold_for_delta",
+    "validate_dp_module",
+    "write_grad_samples",
+]
