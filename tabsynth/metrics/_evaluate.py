@@ -1,0 +1,334 @@
+"""``evaluate``: checks the inputs, encodes them once and runs every metric family."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabsynth.errors import DataError
+from tabsynth.metrics import _data
+from tabsynth.metrics.detection import detection
+from tabsynth.metrics.fidelity import fidelity
+from tabsynth.metrics.privacy import privacy
+from tabsynth.metrics.report import FORMAT, FORMAT_VERSION, Report, jsonable, summary_rows
+from tabsynth.metrics.utility import TASKS, infer_task, utility
+
+GROUPS = ("fidelity", "detection", "utility", "privacy")
+MAX_PLOT_COLUMNS = 30
+_TOP_LEVELS = 20
+_REGRESSION_KINDS = ("continuous", "integer")
+_HOLDOUT_PRIVACY = (
+    "dcr_holdout_median",
+    "dcr_median_ratio",
+    "nndr_holdout_median",
+    "holdout_exact_copy_rate",
+    "dcr_share_closer_to_train",
+    "membership_auc",
+)
+
+
+def evaluate(
+    real: pd.DataFrame,
+    synthetic: pd.DataFrame,
+    metadata: Any = None,
+    holdout: pd.DataFrame | None = None,
+    target: str | None = None,
+    task: str | None = None,
+    random_state: int | None = None,
+    *,
+    metrics: Iterable[str] = GROUPS,
+    max_rows: int = 20_000,
+    max_pairs: int | None = 1_000,
+    privacy_queries: int | None = 5_000,
+    n_threads: int | None = 1,
+) -> Report:
+    """Compare a synthetic table with the real table it was trained on.
+
+    Parameters
+    ----------
+    real : the real (training) table the synthesizer saw.
+    synthetic : the synthetic table. Columns missing from it, or extra, are reported as warnings
+        and the evaluation runs on the common columns.
+    metadata : a ``tabsynth.Metadata`` or a dict ``{column: kind}``; inferred from ``real`` when
+        None (columns it leaves out are inferred too). ``id`` columns are not evaluated.
+    holdout : real rows the synthesizer never saw (same columns as ``real``); needed for ML
+        utility and for the holdout-relative privacy metrics.
+    target, task : target column for ML utility and its task (``binary``, ``multiclass``,
+        ``regression``; inferred from the target when None).
+    random_state : seed for every subsample, split and model; None is not reproducible.
+    metrics : which families to run, any of ``fidelity``, ``detection``, ``utility``, ``privacy``.
+    max_rows : cap on rows per side for detection and on training rows for utility.
+    max_pairs : cap on column pairs for pair trends (a seeded sample beyond it); None = all.
+    privacy_queries : rows sampled from each query set of the nearest-neighbour searches
+        (reference sets are always complete); None = all rows.
+    n_threads : threads for the models (OpenMP/BLAS pools, capped with threadpoolctl) and the
+        nearest-neighbour search (torch) while ``evaluate`` runs; previous settings are restored
+        afterwards. The default 1 is deliberate: these workloads are small (at most ``max_rows``
+        rows per model), threads gain little on them, and when other processes keep the cores
+        busy, OpenMP spin-waiting makes gradient boosting 5-15x slower (measured in
+        docs/metrics.md). None leaves the libraries' own defaults (worth it for
+        ``privacy_queries=None`` on a many-core machine).
+    """
+    started = time.perf_counter()
+    notes: list[str] = []
+    skipped: dict[str, str] = {}
+    groups = _check_args(metrics, max_rows, max_pairs, privacy_queries, n_threads, task)
+    _data.check_frame(real, "real")
+    _data.check_frame(synthetic, "synthetic")
+    frames = {"real": real, "synthetic": synthetic}
+    if holdout is not None:
+        _data.check_frame(holdout, "holdout")
+        missing = [c for c in real.columns if c not in holdout.columns]
+        extra = [c for c in holdout.columns if c not in real.columns]
+        if missing or extra:
+            raise DataError(
+                f"holdout columns differ from the real table: missing {missing}, extra {extra}"
+            )
+        frames["holdout"] = holdout
+    common = [c for c in real.columns if c in synthetic.columns]
+    if not common:
+        raise DataError("the real and synthetic tables have no column in common")
+    absent = [c for c in real.columns if c not in synthetic.columns]
+    extra = [c for c in synthetic.columns if c not in real.columns]
+    if absent:
+        notes.append(f"synthetic table lacks real columns {absent}; evaluated the common columns")
+    if extra:
+        notes.append(f"synthetic table has columns not in the real table {extra}; ignored")
+    if target is not None:
+        for name, df in frames.items():
+            if target not in df.columns:
+                raise DataError(f"target column {target!r} is missing from the {name} table")
+
+    kinds, formats = _data.resolve_kinds(real, common, metadata, notes)
+    ids = [c for c in common if kinds[c] == "id"]
+    if ids:
+        notes.append(f"id columns are not evaluated: {ids}")
+    if len(ids) == len(common):
+        raise DataError("every common column is an id column; nothing to compare")
+    if target is not None and kinds[target] not in _data.NUMERIC_KINDS | _data.DISCRETE_KINDS:
+        raise DataError(f"target {target!r} is an id column; choose a column to predict")
+    if target is not None and kinds[target] == "datetime":
+        raise DataError(f"target {target!r} is a datetime column; utility needs another target")
+    if task == "regression" and target is not None and kinds[target] not in _REGRESSION_KINDS:
+        raise DataError(
+            f"target {target!r} is {kinds[target]}; task 'regression' needs a numeric target"
+        )
+
+    enc = _data.encode({k: v[common] for k, v in frames.items()}, kinds, formats, notes)
+    seeds = np.random.SeedSequence(random_state).spawn(len(GROUPS))
+    rngs = {g: np.random.default_rng(s) for g, s in zip(GROUPS, seeds, strict=True)}
+    results: dict[str, dict] = {}
+    details: dict[str, list] = {}
+    plots: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+
+    with _thread_limit(n_threads, torch_too="privacy" in groups):
+        for group in GROUPS:
+            if group not in groups:
+                skipped[group] = "not requested"
+                continue
+            t0 = time.perf_counter()
+            if group == "fidelity":
+                scores, cols, pairs = fidelity(enc, rngs[group], max_pairs)
+                if scores["n_pairs_evaluated"] < scores["n_pairs_total"]:
+                    notes.append(
+                        f"pair trends computed on a seeded sample of {scores['n_pairs_evaluated']} "
+                        f"of {scores['n_pairs_total']} column pairs"
+                    )
+                results[group] = scores
+                details["columns"] = cols.to_dict(orient="records")
+                details["pairs"] = pairs.to_dict(orient="records")
+                plots["marginals"] = _marginal_plots(enc)
+                plots["n_marginal_columns"] = len(enc.columns)
+                plots["pairs"] = _pair_plot(enc, pairs)
+                skipped.update(_not_applicable(enc))
+            elif group == "detection":
+                scores, reason = detection(enc, rngs[group], max_rows)
+                if reason:
+                    skipped[group] = reason
+                else:
+                    results[group] = scores
+            elif group == "utility":
+                if target is None:
+                    skipped[group] = "no target column given"
+                elif holdout is None:
+                    skipped[group] = (
+                        "no holdout given (utility is tested on real rows never trained on)"
+                    )
+                else:
+                    chosen = task if task is not None else infer_task(enc, target)
+                    scores, unotes, reason = utility(enc, target, chosen, rngs[group], max_rows)
+                    notes.extend(f"utility: {n}" for n in unotes)
+                    if reason:
+                        skipped[group] = reason
+                    else:
+                        results[group] = scores
+            else:
+                scores, hists, pnotes = privacy(enc, rngs[group], privacy_queries)
+                notes.extend(f"privacy: {n}" for n in pnotes)
+                results[group] = scores
+                plots["privacy"] = hists
+                if holdout is None:
+                    for name in _HOLDOUT_PRIVACY:
+                        skipped[f"privacy.{name}"] = "needs a holdout table"
+                elif not scores["dcr_holdout_median"] > 0:
+                    skipped["privacy.dcr_median_ratio"] = (
+                        "median holdout distance is 0: holdout rows also occur in the real table"
+                    )
+            timings[group] = round(time.perf_counter() - t0, 3)
+    timings["total"] = round(time.perf_counter() - started, 3)
+
+    from tabsynth import __version__
+
+    data = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tabsynth_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {
+            "random_state": random_state,
+            "max_rows": max_rows,
+            "max_pairs": max_pairs,
+            "privacy_queries": privacy_queries,
+            "n_threads": n_threads,
+            "target": target,
+            "task": task,
+            "metrics": [g for g in GROUPS if g in groups],
+        },
+        "n_rows": {name: len(df) for name, df in frames.items()},
+        "columns": {str(c): kinds[c] for c in common},
+        "warnings": notes,
+        "skipped": skipped,
+        "metrics": results,
+        "summary": summary_rows(results, skipped),
+        "details": details,
+        "plots": plots,
+        "timings_s": timings,
+    }
+    return Report(jsonable(data))
+
+
+def _check_args(metrics, max_rows, max_pairs, privacy_queries, n_threads, task) -> set[str]:
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    groups = set(metrics)
+    unknown = groups - set(GROUPS)
+    if unknown:
+        raise DataError(f"unknown metric families {sorted(unknown)}; choose from {GROUPS}")
+    if not isinstance(max_rows, int | np.integer) or max_rows < 100:
+        raise DataError(f"max_rows must be an integer >= 100, got {max_rows!r}")
+    if max_pairs is not None and (not isinstance(max_pairs, int | np.integer) or max_pairs < 1):
+        raise DataError(f"max_pairs must be a positive integer or None, got {max_pairs!r}")
+    if privacy_queries is not None and (
+        not isinstance(privacy_queries, int | np.integer) or privacy_queries < 10
+    ):
+        raise DataError(
+            f"privacy_queries must be an integer >= 10 or None, got {privacy_queries!r}"
+        )
+    if n_threads is not None and (not isinstance(n_threads, int | np.integer) or n_threads < 1):
+        raise DataError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+    if task is not None and task not in TASKS:
+        raise DataError(f"task must be one of {TASKS}, got {task!r}")
+    return groups
+
+
+@contextmanager
+def _thread_limit(n_threads: int | None, torch_too: bool) -> Iterator[None]:
+    """Temporarily cap library thread pools; restores the previous settings on exit."""
+    if n_threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n_threads):
+        if not torch_too:
+            yield
+            return
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(n_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _not_applicable(enc: _data.Encoded) -> dict[str, str]:
+    """Fidelity aggregates that have nothing to average, with the reason."""
+    out = {}
+    if not enc.num_cols:
+        for name in ("range_coverage", "boundary_adherence"):
+            out[f"fidelity.{name}"] = "no numeric or datetime columns"
+    if not enc.cat_cols:
+        for name in ("category_coverage", "category_adherence"):
+            out[f"fidelity.{name}"] = "no categorical or boolean columns"
+    if len(enc.columns) < 2:
+        for name in ("column_pair_trends", "column_pair_trends_all"):
+            out[f"fidelity.{name}"] = "fewer than two evaluated columns"
+    return out
+
+
+def _marginal_plots(enc: _data.Encoded) -> list[dict]:
+    """Histogram / bar data for the first MAX_PLOT_COLUMNS columns (JSON-able)."""
+    real, syn = enc.frames["real"], enc.frames["synthetic"]
+    out = []
+    for col in enc.columns[:MAX_PLOT_COLUMNS]:
+        kind, j = enc.position(col)
+        entry: dict[str, Any] = {"column": str(col), "kind": enc.kinds[col]}
+        if kind == "num":
+            r, s = real.num[:, j], syn.num[:, j]
+            rn, sn = r[~np.isnan(r)], s[~np.isnan(s)]
+            pooled = [v for v in (rn, sn) if v.size]
+            if pooled:
+                lo = min(float(np.quantile(v, 0.005)) for v in pooled)
+                hi = max(float(np.quantile(v, 0.995)) for v in pooled)
+            else:
+                lo, hi = 0.0, 1.0
+            if hi <= lo:
+                lo, hi = lo - 0.5, hi + 0.5
+            edges = np.linspace(lo, hi, 31)
+            entry.update(
+                type="numeric",
+                edges=edges,
+                real=np.histogram(np.clip(rn, lo, hi), bins=edges)[0] / max(1, rn.size),
+                synthetic=np.histogram(np.clip(sn, lo, hi), bins=edges)[0] / max(1, sn.size),
+                missing={"real": float(np.isnan(r).mean()), "synthetic": float(np.isnan(s).mean())},
+            )
+        else:
+            k = int(enc.n_levels[j])
+            top = min(k, _TOP_LEVELS)
+            labels = [str(v) for v in enc.levels[j][:top]]
+            shares = []
+            for f in (real, syn):
+                counts = np.bincount(f.cat[:, j], minlength=k + 1) / f.n
+                shares.append([*counts[:top], counts[top:k].sum(), counts[k]])
+            labels += ["(other)", "(missing)"]
+            keep = [i for i in range(len(labels)) if shares[0][i] > 0 or shares[1][i] > 0]
+            entry.update(
+                type="categorical",
+                labels=[labels[i] for i in keep],
+                real=[shares[0][i] for i in keep],
+                synthetic=[shares[1][i] for i in keep],
+            )
+        out.append(entry)
+    return out
+
+
+def _pair_plot(enc: _data.Encoded, pairs: pd.DataFrame) -> dict:
+    """Symmetric matrix of 1 - pair score over the first MAX_PLOT_COLUMNS columns."""
+    cols = [str(c) for c in enc.columns[:MAX_PLOT_COLUMNS]]
+    index = {c: i for i, c in enumerate(cols)}
+    m = np.full((len(cols), len(cols)), np.nan)
+    np.fill_diagonal(m, 0.0)
+    for a, b, score in zip(pairs["column_1"], pairs["column_2"], pairs["score"], strict=True):
+        ia, ib = index.get(str(a)), index.get(str(b))
+        if ia is not None and ib is not None:
+            m[ia, ib] = m[ib, ia] = 1.0 - score
+    return {"columns": cols, "difference": m}
