@@ -186,6 +186,7 @@ class NumericEncoder(ColumnEncoder):
         the column is encoded by ``minmax`` over its declared bounds.
         """
         self.prepare_public()
+        self.clip_ = True
         if histogram is None:
             self.method = "minmax"
             lo, hi = self._bounds()
@@ -272,6 +273,9 @@ class NumericEncoder(ColumnEncoder):
         """Write into ``out``, which must be zero-filled (the table allocates it so)."""
         self._check_fitted()
         x, null = self._values(s)
+        if getattr(self, "clip_", False):  # public bounds: clip before any computation
+            lo, hi = self._bounds()
+            x = np.clip(x, lo, hi)
         n = len(x)
         n_spk = len(self.spikes_)
         mode = np.full(n, -1, dtype=np.int64)
@@ -372,6 +376,7 @@ class NumericEncoder(ColumnEncoder):
             "quantiles": self.quantiles_.tolist(),
             "refs": self.refs_.tolist(),
             "range": list(self.range_),
+            "clip": bool(getattr(self, "clip_", False)),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -385,4 +390,5 @@ class NumericEncoder(ColumnEncoder):
         self.quantiles_ = np.asarray(state["quantiles"], dtype=np.float64)
         self.refs_ = np.asarray(state["refs"], dtype=np.float64)
         self.range_ = tuple(state["range"])
+        self.clip_ = bool(state.get("clip", False))
         self.fitted_ = True
