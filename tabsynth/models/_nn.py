@@ -1,0 +1,184 @@
+"""Torch helpers shared by the models: device choice, seeded init, span activations.
+
+Everything random takes an explicit ``torch.Generator`` so that fitting and sampling never read
+or advance the global torch RNG (reproducibility is a contract, see ``BaseSynthesizer``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+logger = logging.getLogger("tabsynth.models")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None picks CUDA when available; a CUDA request without CUDA falls back to CPU."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(
+            f"device={str(device)!r} was requested but CUDA is not available "
+            "(CPU-only torch build or no GPU); using the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return torch.device("cpu")
+    return dev
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator on ``device`` seeded with ``seed`` (CUDA tensors need a CUDA generator)."""
+    gen = torch.Generator(device=torch.device(device))
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def seeded_module(
+    factory: Callable[[], nn.Module], generator: torch.Generator, device: torch.device
+) -> nn.Module:
+    """Build ``factory()`` without touching the global RNG, then re-initialise it from ``generator``.
+
+    Module constructors draw their default init from the global torch RNG; we build inside
+    ``fork_rng`` (global state restored afterwards) and overwrite every Linear/norm parameter with
+    draws from our own generator, so the weights depend only on the model's ``random_state``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        module = factory()
+    reset_parameters(module, generator)
+    return module.to(device)
+
+
+@torch.no_grad()
+def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Torch's default init for Linear (uniform ±1/sqrt(fan_in)) and norms, from ``generator``."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.in_features) if m.in_features > 0 else 0.0
+            m.weight.uniform_(-bound, bound, generator=generator)
+            if m.bias is not None:
+                m.bias.uniform_(-bound, bound, generator=generator)
+        elif isinstance(m, (nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm)):
+            if getattr(m, "weight", None) is not None:
+                m.weight.fill_(1.0)
+            if getattr(m, "bias", None) is not None:
+                m.bias.fill_(0.0)
+            if isinstance(m, nn.BatchNorm1d):
+                m.reset_running_stats()
+
+
+class SeededDropout(nn.Module):
+    """Dropout whose mask comes from an explicit generator (``nn.Dropout`` uses the global RNG).
+
+    ``generator`` is looked up through a callable so the module holds no generator state itself
+    (state_dicts stay plain tensors) and the owner can swap generators between fit and sample.
+    """
+
+    def __init__(self, p: float, generator: Callable[[], torch.Generator | None]) -> None:
+        super().__init__()
+        self.p = float(p)
+        self._get_generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.rand(x.shape, generator=self._get_generator(), device=x.device) < keep
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def gumbel_noise(
+    shape: Sequence[int], generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Standard Gumbel noise drawn from ``generator``."""
+    u = torch.rand(tuple(shape), generator=generator, device=device)
+    eps = torch.finfo(u.dtype).tiny
+    neg_log_u = (-torch.log(u.clamp_min(eps))).clamp_min(eps)
+    return -torch.log(neg_log_u)
+
+
+class SpanLayout:
+    """Activations for all spans in a few kernels, without a Python loop over columns.
+
+    ``spans`` are the transformer's ``Span`` objects (``start``, ``width``, ``activation``,
+    ``role``, ``column``). Tanh scalars are gathered with one index. Softmax spans are bucketed
+    by width (powers of two); each bucket is one padded ``(batch, n_spans, width)`` tensor
+    (padding reads a ``-inf`` column, so it gets probability 0) and one softmax call. A last
+    gather puts the columns back in transformer order. Padding never exceeds 2x, and a batch
+    costs a few kernels per bucket (at most ~log2(widest span) buckets), whatever the number
+    of columns.
+    """
+
+    def __init__(self, spans: Sequence[Any], output_dim: int) -> None:
+        self.output_dim = d = int(output_dim)
+        bad = [s for s in spans if s.activation not in ("tanh", "softmax")]
+        if bad:
+            raise ValueError(
+                f"span of column {bad[0].column!r}: unknown activation {bad[0].activation!r}"
+            )
+        tanh = np.asarray([int(s.start) for s in spans if s.activation == "tanh"], dtype=np.int64)
+        buckets: dict[int, list[tuple[int, int]]] = {}
+        for s in spans:
+            if s.activation == "softmax":
+                key = int(np.ceil(np.log2(max(int(s.width), 1))))
+                buckets.setdefault(key, []).append((int(s.start), int(s.width)))
+        order = [tanh]
+        self._buckets: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        for _, members in sorted(buckets.items()):  # per bucket, once
+            width = max(w for _, w in members)
+            pad = np.full((len(members), width), d, dtype=np.int64)  # column d is -inf
+            for i, (start, w) in enumerate(members):
+                pad[i, :w] = np.arange(start, start + w)
+            valid = pad.reshape(-1) < d
+            self._buckets.append((len(members), width, pad.reshape(-1), np.flatnonzero(valid)))
+            order.append(pad.reshape(-1)[valid])
+        order_arr = np.concatenate(order)
+        if sorted(order_arr.tolist()) != list(range(d)):
+            raise ValueError("the spans do not tile the encoded matrix exactly once")
+        self._tanh = tanh
+        self._inverse = np.argsort(order_arr)
+        self._cache: dict[torch.device, tuple] = {}
+
+    def _indices(self, device: torch.device) -> tuple:
+        if device not in self._cache:
+            t = functools.partial(torch.as_tensor, device=device)
+            self._cache[device] = (
+                t(self._tanh),
+                t(self._inverse),
+                [(n, w, t(pad), t(valid)) for n, w, pad, valid in self._buckets],
+            )
+        return self._cache[device]
+
+    def activate(
+        self,
+        logits: torch.Tensor,
+        *,
+        tau: float = 0.2,
+        gumbel: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """tanh on scalar spans; (Gumbel-)softmax with temperature ``tau`` on one-hot spans."""
+        tanh, inverse, buckets = self._indices(logits.device)
+        b = logits.shape[0]
+        parts = [torch.tanh(logits.index_select(1, tanh))]
+        z = logits
+        if gumbel:
+            z = (z + gumbel_noise(z.shape, generator, z.device)) / tau
+        z = F.pad(z, (0, 1), value=float("-inf"))
+        for n, width, pad, valid in buckets:
+            block = z.index_select(1, pad).view(b, n, width)
+            parts.append(torch.softmax(block, dim=-1).view(b, -1).index_select(1, valid))
+        return torch.cat(parts, dim=1).index_select(1, inverse)

@@ -1,0 +1,381 @@
+"""``BaseSynthesizer``: everything CTGAN and TVAE share, so both use one implementation.
+
+The base class owns input validation, metadata, the ``TableTransformer``, device choice, seeded
+generators, progress/history/timings, chunked and conditional sampling and persistence.
+
+Subclass contract (all a model must write)
+------------------------------------------
+``__init__``
+    Keyword hyper-parameters stored untouched under the same names (scikit-learn style). Must
+    include the common ones: ``batch_size, epochs, device, verbose, random_state,
+    max_fit_samples, epsilon, delta, max_grad_norm, accountant``. Call nothing else.
+``_build(self) -> None``
+    Create the networks (and optimizers if wanted) from ``self.transformer_`` (``spans_``,
+    ``output_dim_``, ``discrete_columns_``). Build every module with
+    ``_nn.seeded_module(factory, self._init_generator, self.device_)`` so weights depend only on
+    ``random_state`` and the global RNG is untouched. Also called by ``tabsynth.load`` before
+    the saved weights are put back, so it must depend on hyper-parameters + transformer only.
+``_train(self, X: torch.Tensor) -> None``
+    The training loop. ``X`` is the encoded table, float32, already on ``self.device_``. Use
+    ``self._train_generator`` (torch, on the device) / ``self._train_rng`` (numpy) for every
+    random draw, ``self.batch_size_`` as the batch size, ``for epoch in self._epochs():`` for
+    the epoch loop (progress bar) and ``self._log_epoch(loss_a=..., loss_b=...)`` once per epoch
+    (it records ``seconds`` itself and shows the losses in the progress bar).
+``_generate(self, n: int, cond: dict | None, generator: torch.Generator) -> Tensor``
+    ``n`` rows in transformer space, *activated* (tanh / one-hot-like probabilities; the
+    transformer decodes a one-hot group by argmax). Runs under ``eval()`` + ``no_grad()`` (the
+    base sets both). ``cond`` is ``None`` or ``{column: value}`` of categorical conditions the
+    model MAY use to steer generation (CTGAN's conditional vector); a model that cannot steer
+    ignores it: the base rejects rows that miss any condition, so results are always right.
+``_modules(self) -> dict[str, nn.Module]``
+    The networks to save (their ``state_dict`` s, incl. BatchNorm buffers) and to switch to
+    ``eval()`` for sampling.
+
+Optional: ``_extra_state`` / ``_set_extra_state`` (fitted numpy arrays to save, e.g. category
+frequencies), ``_json_attrs`` (names of fitted JSON-able attributes to save),
+``_batch_multiple`` (batch sizes are rounded to a multiple of it, e.g. CTGAN's ``pac``) and
+``_check_params`` (extra hyper-parameter validation at fit).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tabsynth.errors import DataError, NotFittedError, PrivacyError
+from tabsynth.models import _nn
+
+logger = logging.getLogger("tabsynth.models")
+
+#: class name -> class, filled by ``__init_subclass__``; ``tabsynth.load`` looks classes up here
+MODEL_REGISTRY: dict[str, type[BaseSynthesizer]] = {}
+
+_COMMON_PARAMS = (
+    "batch_size",
+    "epochs",
+    "device",
+    "verbose",
+    "random_state",
+    "max_fit_samples",
+    "epsilon",
+    "delta",
+    "max_grad_norm",
+    "accountant",
+)
+
+
+def _seed_from(random_state: Any) -> np.random.SeedSequence:
+    if random_state is None:
+        return np.random.SeedSequence()
+    if isinstance(random_state, (bool, np.bool_)) or not isinstance(
+        random_state, (int, np.integer)
+    ):
+        raise DataError(f"random_state must be None or a non-negative int, got {random_state!r}")
+    if random_state < 0:
+        raise DataError(f"random_state must be non-negative, got {random_state}")
+    return np.random.SeedSequence(int(random_state))
+
+
+def _int_seeds(seq: np.random.SeedSequence, n: int) -> list[int]:
+    """``n`` independent 63-bit seeds (torch.manual_seed takes int64)."""
+    return [int(s.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for s in seq.spawn(n)]
+
+
+class BaseSynthesizer:
+    """Shared machinery of every tabsynth model (see the module docstring for the contract)."""
+
+    #: fitted attributes (JSON-able) that ``save`` stores and ``load`` restores
+    _json_attrs: ClassVar[tuple[str, ...]] = ()
+    #: rows decoded per chunk at sampling time (bounds memory for very large requests)
+    _sample_chunk: ClassVar[int] = 50_000
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            MODEL_REGISTRY[cls.__name__] = cls
+
+    # -- scikit-learn conventions ------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyper-parameters as passed to ``__init__``."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> BaseSynthesizer:
+        valid = set(self._param_names())
+        for key, value in params.items():
+            if key not in valid:
+                raise DataError(f"{type(self).__name__} has no hyper-parameter {key!r}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        sig = inspect.signature(type(self).__init__)
+        changed = [
+            f"{k}={v!r}"
+            for k, v in self.get_params().items()
+            if sig.parameters[k].default is inspect.Parameter.empty
+            or not _same(v, sig.parameters[k].default)
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    # -- subclass hooks --------------------------------------------------------------
+    def _build(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _train(self, X: torch.Tensor) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _generate(
+        self, n: int, cond: dict[str, Any] | None, generator: torch.Generator
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _modules(self) -> dict[str, nn.Module]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_extra_state(self, state: dict[str, np.ndarray]) -> None:
+        return None
+
+    def _batch_multiple(self) -> int:
+        return 1
+
+    def _check_params(self) -> None:
+        return None
+
+    # -- fit ------------------------------------------------------------------------------
+    def fit(self, df: pd.DataFrame, metadata: Any = None) -> BaseSynthesizer:
+        """Learn the table ``df``; ``metadata=None`` infers it from the data."""
+        from tabsynth.metadata import Metadata, check_frame
+        from tabsynth.transform import TableTransformer
+
+        self._validate_common_params()
+        self._check_params()
+        check_frame(df)
+        if metadata is None:
+            metadata = Metadata.infer(df)
+        elif not isinstance(metadata, Metadata):
+            raise DataError(f"metadata must be a tabsynth Metadata, got {type(metadata).__name__}")
+        metadata.validate(df)
+        self._check_privacy()
+
+        self.device_ = _nn.resolve_device(self.device)
+        logger.info("%s: training on device %s", type(self).__name__, self.device_)
+        seeds = _int_seeds(_seed_from(self.random_state), 4)
+
+        t0 = time.perf_counter()
+        max_fit = len(df) if self.max_fit_samples is None else int(self.max_fit_samples)
+        transformer = TableTransformer(metadata, random_state=seeds[0], max_fit_samples=max_fit)
+        transformer.fit(df)
+        X = np.ascontiguousarray(transformer.transform(df), dtype=np.float32)
+        preprocess_s = time.perf_counter() - t0
+
+        self.metadata_ = metadata
+        self.transformer_ = transformer
+        self.n_rows_fit_ = int(len(df))
+        self.batch_size_ = self._resolve_batch_size(len(df))
+        self._init_generator = _nn.make_generator(seeds[1], "cpu")
+        self._train_generator = _nn.make_generator(seeds[2], self.device_)
+        self._train_rng = np.random.default_rng(seeds[2])
+        self._sample_seed_ = seeds[3]
+        self._sample_generator: torch.Generator | None = None
+        self._build()
+
+        t1 = time.perf_counter()
+        self._history_rows: list[dict[str, float]] = []
+        X_t = torch.as_tensor(X, device=self.device_)
+        for module in self._modules().values():
+            module.train()
+        self._train(X_t)
+        train_s = time.perf_counter() - t1
+        for module in self._modules().values():
+            module.eval()
+
+        self.history_ = pd.DataFrame(self._history_rows)
+        self.timings_ = {"preprocess_s": preprocess_s, "train_s": train_s}
+        del self._history_rows
+        return self
+
+    def _validate_common_params(self) -> None:
+        for name in ("batch_size", "epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise DataError(f"{name} must be a positive int, got {value!r}")
+        if self.max_fit_samples is not None and (
+            isinstance(self.max_fit_samples, bool)
+            or not isinstance(self.max_fit_samples, (int, np.integer))
+            or self.max_fit_samples < 1
+        ):
+            raise DataError(
+                f"max_fit_samples must be None or a positive int, got {self.max_fit_samples!r}"
+            )
+        _seed_from(self.random_state)
+
+    def _check_privacy(self) -> None:
+        """DP training is wired by the privacy layer; until then refuse rather than fake it."""
+        if self.epsilon is not None:
+            raise PrivacyError(
+                f"{type(self).__name__}: differentially private training (epsilon="
+                f"{self.epsilon!r}) is not available yet; fit without epsilon"
+            )
+
+    def _resolve_batch_size(self, n_rows: int) -> int:
+        """Adapt the batch size to small tables and to ``_batch_multiple`` (never assert)."""
+        multiple = max(int(self._batch_multiple()), 1)
+        batch = int(self.batch_size)
+        if n_rows < batch:
+            new = max(multiple, (n_rows // multiple) * multiple)
+            warnings.warn(
+                f"{type(self).__name__}: the table has {n_rows} rows, fewer than batch_size="
+                f"{batch}; using batch size {new}",
+                UserWarning,
+                stacklevel=3,
+            )
+            return new
+        if batch % multiple:
+            new = max(multiple, round(batch / multiple) * multiple)
+            warnings.warn(
+                f"{type(self).__name__}: batch_size={batch} is not a multiple of pac="
+                f"{multiple}; using batch size {new}",
+                UserWarning,
+                stacklevel=3,
+            )
+            return new
+        return batch
+
+    # -- progress and history -------------------------------------------------------------
+    def _epochs(self) -> Iterator[int]:
+        """Epoch indices with a tqdm bar (``verbose``); pair with ``_log_epoch`` per epoch."""
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            range(int(self.epochs)),
+            desc=type(self).__name__,
+            unit="epoch",
+            disable=not self.verbose,
+            leave=True,
+        )
+        self._epoch_t0 = time.perf_counter()
+        try:
+            yield from self._bar
+        finally:
+            self._bar.close()
+
+    def _log_epoch(self, **losses: float) -> None:
+        now = time.perf_counter()
+        row = {"epoch": len(self._history_rows)}
+        row.update({k: float(v) for k, v in losses.items()})
+        row["seconds"] = now - self._epoch_t0
+        self._epoch_t0 = now
+        self._history_rows.append(row)
+        if self.verbose:
+            self._bar.set_postfix({k: f"{float(v):.3f}" for k, v in losses.items()}, refresh=False)
+
+    # -- sampling ---------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "transformer_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(df) before sample()"
+            )
+
+    def _sampling_generator(self, random_state: Any) -> torch.Generator:
+        if random_state is None:
+            if self._sample_generator is None:
+                self._sample_generator = _nn.make_generator(self._sample_seed_, self.device_)
+            return self._sample_generator
+        return _nn.make_generator(_int_seeds(_seed_from(random_state), 1)[0], self.device_)
+
+    def sample(
+        self,
+        n_rows: int | None,
+        conditions: dict[str, Any] | pd.DataFrame | None = None,
+        random_state: int | None = None,
+    ) -> pd.DataFrame:
+        """Draw synthetic rows; every row satisfies its ``conditions`` (see ``conditions.py``).
+
+        ``conditions``: ``{column: value}`` (categorical/boolean value, or an inclusive
+        ``(low, high)`` range for numeric/datetime columns) applied to all ``n_rows`` rows, or a
+        DataFrame with one row of conditions per requested row (``n_rows`` is then ignored;
+        a missing cell means "no condition"). Raises ``SamplingError`` when the model cannot
+        produce enough matching rows within the budget. ``last_sample_stats_`` reports the
+        requested/produced/generated row counts and the acceptance rate (share of generated
+        rows that met their conditions).
+        """
+        from tabsynth.models.conditions import sample_with_conditions
+
+        self._check_fitted()
+        generator = self._sampling_generator(random_state)
+        self._id_offset = 0
+        self.last_sample_stats_: dict[str, Any] | None = None
+        return sample_with_conditions(self, n_rows, conditions, generator)
+
+    def _generate_frame(
+        self, n: int, cond: dict[str, Any] | None, generator: torch.Generator
+    ) -> pd.DataFrame:
+        """``n`` decoded rows, generated and decoded chunk by chunk (bounded memory).
+
+        Decoding draws its randomness from a seed taken from ``generator``, and regenerated ids
+        continue from ``self._id_offset`` so ids stay unique across chunks of one request.
+        """
+        modules = self._modules().values()
+        for module in modules:
+            module.eval()
+        frames = []
+        with torch.no_grad():
+            for start in range(0, n, self._sample_chunk):
+                size = min(self._sample_chunk, n - start)
+                out = self._generate(size, cond, generator)
+                if isinstance(out, torch.Tensor):
+                    out = out.detach().to("cpu", torch.float32).numpy()
+                seed = int(
+                    torch.randint(2**62, (1,), generator=generator, device=generator.device).item()
+                )
+                offset = getattr(self, "_id_offset", 0)
+                frames.append(
+                    self.transformer_.inverse_transform(out, id_start=offset, random_state=seed)
+                )
+                self._id_offset = offset + size
+        if not frames:
+            return self.transformer_.inverse_transform(
+                np.zeros((0, self.transformer_.output_dim_), dtype=np.float32)
+            )
+        if len(frames) == 1:
+            return frames[0]
+        return pd.concat(frames, ignore_index=True)
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: Any) -> None:
+        """Write the fitted model to one file (JSON + raw tensors, no pickle); see ``load``."""
+        from tabsynth.models.persistence import save_model
+
+        self._check_fitted()
+        save_model(self, path)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:  # noqa: BLE001 - exotic values in repr only
+        return False
+
+
+__all__ = ["MODEL_REGISTRY", "BaseSynthesizer"]

@@ -1,0 +1,182 @@
+"""Behaviour every model shares through BaseSynthesizer: reproducibility, conditions, errors."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tabsynth.datasets import make_patients
+from tabsynth.errors import SamplingError
+from tabsynth.models import CTGAN, BaseSynthesizer
+
+try:
+    from tabsynth.models import TVAE
+except ImportError:  # pragma: no cover - only while tvae.py is absent
+    TVAE = None
+
+TINY = {
+    "CTGAN": dict(
+        batch_size=100, pac=5, embedding_dim=16, generator_dim=(32, 32), discriminator_dim=(32,)
+    ),
+    "TVAE": dict(batch_size=100, embedding_dim=16, compress_dims=(32,), decompress_dims=(32,)),
+}
+MODELS = [CTGAN] + ([TVAE] if TVAE is not None else [])
+
+
+def make(cls: type, random_state: int | None = 0, epochs: int = 2) -> BaseSynthesizer:
+    return cls(epochs=epochs, verbose=False, random_state=random_state, **TINY[cls.__name__])
+
+
+@pytest.fixture(scope="module")
+def patients() -> pd.DataFrame:
+    return make_patients(300, random_state=1)
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=lambda c: c.__name__)
+def fitted(request: pytest.FixtureRequest, patients: pd.DataFrame) -> BaseSynthesizer:
+    return make(request.param).fit(patients)
+
+
+def _state(model: BaseSynthesizer) -> dict[str, torch.Tensor]:
+    return {
+        f"{name}.{k}": v.detach().cpu().clone()
+        for name, module in model._modules().items()
+        for k, v in module.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_same_random_state_is_bit_identical_and_global_rng_untouched(
+    cls: type, patients: pd.DataFrame
+) -> None:
+    random.seed(11)
+    np.random.seed(11)
+    torch.manual_seed(11)
+    before = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    a = make(cls, random_state=5).fit(patients)
+    b = make(cls, random_state=5).fit(patients)
+    sa, sb = _state(a), _state(b)
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    pd.testing.assert_frame_equal(
+        a.history_.drop(columns="seconds"), b.history_.drop(columns="seconds")
+    )
+    out_a = a.sample(80, random_state=3)
+    pd.testing.assert_frame_equal(out_a, b.sample(80, random_state=3))
+    pd.testing.assert_frame_equal(
+        a.sample(40, conditions={"sex": "M"}, random_state=4),
+        b.sample(40, conditions={"sex": "M"}, random_state=4),
+    )
+    # another sampling seed gives other rows; unseeded calls advance the model's own stream
+    assert not out_a.equals(a.sample(80, random_state=4))
+    assert not a.sample(20).equals(a.sample(20))
+
+    after = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    assert after[0] == before[0]
+    assert all(np.array_equal(x, y) for x, y in zip(after[1], before[1], strict=True))
+    assert torch.equal(after[2], before[2])
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_other_random_state_gives_other_weights(cls: type, patients: pd.DataFrame) -> None:
+    a, b = make(cls, 1, epochs=1).fit(patients), make(cls, 2, epochs=1).fit(patients)
+    sa, sb = _state(a), _state(b)
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if sa[k].is_floating_point())
+
+
+def test_unconditional_sample_size_chunks_and_unique_ids(fitted: BaseSynthesizer) -> None:
+    fitted._sample_chunk = 64  # force several chunks
+    try:
+        out = fitted.sample(300, random_state=0)
+    finally:
+        del fitted._sample_chunk
+    assert len(out) == 300 and out.index.equals(pd.RangeIndex(300))
+    assert out["patient_id"].is_unique
+    assert fitted.last_sample_stats_ == {
+        "requested": 300,
+        "produced": 300,
+        "generated": 300,
+        "acceptance_rate": 1.0,
+    }
+
+
+def test_dict_conditions_categorical_boolean_and_range(fitted: BaseSynthesizer) -> None:
+    cond = {"sex": "F", "smoker": False, "age": (30, 70)}
+    out = fitted.sample(60, conditions=cond, random_state=1)
+    assert len(out) == 60
+    assert (out["sex"] == "F").all()
+    assert (~out["smoker"]).all()
+    assert out["age"].between(30, 70).all()
+    stats = fitted.last_sample_stats_
+    assert stats["requested"] == stats["produced"] == 60
+    assert 0 < stats["acceptance_rate"] <= 1
+    # the rate counts every generated row that met the conditions (surplus ones included)
+    assert stats["acceptance_rate"] * stats["generated"] >= 60 - 1e-9
+
+
+def test_datetime_and_continuous_ranges(fitted: BaseSynthesizer, patients) -> None:
+    lo, hi = patients["admitted_at"].quantile([0.2, 0.9])
+    glo, ghi = patients["glucose"].quantile([0.1, 0.9])
+    out = fitted.sample(
+        30, conditions={"admitted_at": (lo, hi), "glucose": (glo, ghi)}, random_state=2
+    )
+    assert out["admitted_at"].between(lo, hi).all()
+    assert out["glucose"].between(glo, ghi).all()
+
+
+def test_dataframe_conditions_one_row_per_request(fitted: BaseSynthesizer) -> None:
+    req = pd.DataFrame(
+        {
+            "sex": ["F", "M", None, "F", "M", "F"],
+            "ward": ["icu", None, "icu", None, "cardiology", "icu"],
+            "age": [(20, 60), None, None, (50, 90), (20, 60), (20, 60)],
+        }
+    )
+    out = fitted.sample(None, conditions=req, random_state=3)
+    assert len(out) == len(req)
+    for i, row in req.iterrows():
+        if pd.notna(row["sex"]):
+            assert out.loc[i, "sex"] == row["sex"]
+        if pd.notna(row["ward"]):
+            assert out.loc[i, "ward"] == row["ward"]
+        if isinstance(row["age"], tuple):
+            assert row["age"][0] <= out.loc[i, "age"] <= row["age"][1]
+    assert fitted.last_sample_stats_["produced"] == len(req)
+
+
+def test_impossible_condition_raises_with_counts(fitted: BaseSynthesizer) -> None:
+    # inside the age domain, but an integer column never falls strictly between two integers
+    with pytest.raises(SamplingError, match=r"produce 0 of 5 rows.*acceptance rate 0\.0"):
+        fitted.sample(5, conditions={"age": (40.2, 40.8)})
+    stats = fitted.last_sample_stats_
+    assert stats["produced"] == 0 and stats["requested"] == 5 and stats["generated"] >= 10_000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_rows": 0}, "positive int"),
+        ({"n_rows": -5}, "positive int"),
+        ({"n_rows": 2.5}, "positive int"),
+        ({"n_rows": True}, "positive int"),
+        ({"n_rows": None}, "positive int"),
+        ({"n_rows": 5, "conditions": {"nope": 1}}, "unknown condition column 'nope'"),
+        ({"n_rows": 5, "conditions": {"sex": "X"}}, "outside the column's domain"),
+        ({"n_rows": 5, "conditions": {"age": (500, 600)}}, "outside the column's domain"),
+        ({"n_rows": 5, "conditions": {"age": (60, 30)}}, "low > high"),
+        ({"n_rows": 5, "conditions": {"crp": 1.5}}, "range"),
+        ({"n_rows": 5, "conditions": {"patient_id": "P1"}}, "id column"),
+        ({"n_rows": 5, "conditions": {"sex": None}}, "missing"),
+        ({"n_rows": 5, "conditions": [("sex", "F")]}, "dict or a DataFrame"),
+        ({"n_rows": 3, "conditions": pd.DataFrame({"sex": ["F"]})}, "disagrees"),
+        ({"n_rows": None, "conditions": pd.DataFrame({"bad": ["F"]})}, "unknown condition"),
+    ],
+)
+def test_bad_sample_requests(fitted: BaseSynthesizer, kwargs: dict, message: str) -> None:
+    with pytest.raises(SamplingError, match=message):
+        fitted.sample(**kwargs)
