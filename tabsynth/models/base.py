@@ -181,18 +181,42 @@ class BaseSynthesizer:
         self.device_ = _nn.resolve_device(self.device)
         logger.info("%s: training on device %s", type(self).__name__, self.device_)
         seeds = _int_seeds(_seed_from(self.random_state), 4)
+        self._seeds_ = seeds
+        private = None
 
         t0 = time.perf_counter()
-        max_fit = len(df) if self.max_fit_samples is None else int(self.max_fit_samples)
-        transformer = TableTransformer(metadata, random_state=seeds[0], max_fit_samples=max_fit)
-        transformer.fit(df)
-        X = np.ascontiguousarray(transformer.transform(df), dtype=np.float32)
+        if self.epsilon is None:
+            transformer = TableTransformer(
+                metadata, random_state=seeds[0], max_fit_samples=self.max_fit_samples
+            )
+            transformer.fit(df)
+            X = np.ascontiguousarray(transformer.transform(df), dtype=np.float32)
+            n_rows = int(len(df))
+        else:
+            from tabsynth.models._private import prepare_private_fit
+
+            self._check_private_params()
+            private = prepare_private_fit(
+                df,
+                metadata,
+                epsilon=self.epsilon,
+                delta=self.delta,
+                max_grad_norm=self.max_grad_norm,
+                batch_size=int(self.batch_size),
+                epochs=int(self.epochs),
+                critic_steps=self._critic_steps(),
+                seed=seeds[0],
+            )
+            transformer, X = private.transformer, None
+            n_rows = private.n_estimate  # the DP (or declared) count: never len(df)
         preprocess_s = time.perf_counter() - t0
 
         self.metadata_ = metadata
         self.transformer_ = transformer
-        self.n_rows_fit_ = int(len(df))
-        self.batch_size_ = self._resolve_batch_size(len(df))
+        self.n_rows_fit_ = n_rows
+        self.batch_size_ = (
+            self._resolve_batch_size(len(df)) if private is None else private.expected_batch
+        )
         self._init_generator = _nn.make_generator(seeds[1], "cpu")
         self._train_generator = _nn.make_generator(seeds[2], self.device_)
         self._train_rng = np.random.default_rng(seeds[2])
@@ -202,10 +226,18 @@ class BaseSynthesizer:
 
         t1 = time.perf_counter()
         self._history_rows: list[dict[str, float]] = []
-        X_t = torch.as_tensor(X, device=self.device_)
         for module in self._modules().values():
             module.train()
-        self._train(X_t)
+        if private is None:
+            self._train(torch.as_tensor(X, device=self.device_))
+            self.privacy_report_ = None
+        else:
+            self._train_private(private)
+            from tabsynth.models._private import finish_private_fit
+
+            self.privacy_report_ = finish_private_fit(private)
+            if self.verbose:
+                print(format_privacy_report(self.privacy_report_))
         train_s = time.perf_counter() - t1
         for module in self._modules().values():
             module.eval()
@@ -231,12 +263,42 @@ class BaseSynthesizer:
         _seed_from(self.random_state)
 
     def _check_privacy(self) -> None:
-        """DP training is wired by the privacy layer; until then refuse rather than fake it."""
-        if self.epsilon is not None:
+        """Validate the privacy hyper-parameters (the DP fit itself is in ``_private.py``)."""
+        if self.epsilon is None:
+            return
+        eps = self.epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise PrivacyError(f"epsilon must be a positive number or None, got {eps!r}")
+        clip = self.max_grad_norm
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
+            raise PrivacyError(f"max_grad_norm must be a positive number, got {clip!r}")
+        if self.accountant != "prv":
             raise PrivacyError(
-                f"{type(self).__name__}: differentially private training (epsilon="
-                f"{self.epsilon!r}) is not available yet; fit without epsilon"
+                f"accountant={self.accountant!r} is not supported: the ledger reports PRV "
+                "(tightest in Opacus) with an RDP cross-check; GDP can under-report"
             )
+
+    def _check_private_params(self) -> None:
+        """Model-specific DP adjustments (e.g. CTGAN's pac=1), warned about, never silent."""
+        return None
+
+    def _critic_steps(self) -> int:
+        """Noisy optimizer steps per batch of the private loop (CTGAN: discriminator steps)."""
+        return 1
+
+    def _train_private(self, private: Any) -> None:  # pragma: no cover - abstract
+        raise PrivacyError(f"{type(self).__name__} has no differentially private training")
+
+    def privacy_report(self) -> dict:
+        """The DP ledger of the last fit: (epsilon, delta), accountant, per-mechanism rows.
+
+        Saved inside the model file; ``None``-free: raises for a non-private model.
+        """
+        self._check_fitted()
+        report = getattr(self, "privacy_report_", None)
+        if report is None:
+            raise PrivacyError(f"this {type(self).__name__} was not fitted with epsilon")
+        return report
 
     def _resolve_batch_size(self, n_rows: int) -> int:
         """Adapt the batch size to small tables and to ``_batch_multiple`` (never assert)."""
@@ -369,6 +431,22 @@ class BaseSynthesizer:
 
         self._check_fitted()
         save_model(self, path)
+
+
+def format_privacy_report(report: dict) -> str:
+    """A short human-readable view of a privacy report (the full one is a dict)."""
+    lines = [
+        f"privacy: ({report['epsilon']:.3f}, {report['delta']:.1e})-DP, {report['adjacency']} "
+        f"of one {report['unit']}; accountant {report['accountant']} (RDP cross-check "
+        f"{report['rdp_epsilon']:.3f}); target epsilon {report['target_epsilon']:g}",
+        f"  n: {report.get('n_treatment')}; schema: {report.get('schema_source')}",
+    ]
+    for m in report.get("mechanisms", []):
+        steps = f", q={m['sample_rate']:.4g}, steps={m['steps']}" if m["kind"] == "dpsgd" else ""
+        alone = m.get("epsilon_alone")
+        share = f", epsilon alone {alone:.3f}" if alone is not None else ""
+        lines.append(f"  - {m['name']}: noise multiplier {m['noise_multiplier']:.3g}{steps}{share}")
+    return "\n".join(lines)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -312,8 +313,29 @@ class CTGAN(BaseSynthesizer):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise DataError(f"{name} must be a non-negative number, got {v!r}")
 
+    def _pac(self) -> int:
+        """Packing size in use: 1 under DP (a pack would mix records in one gradient)."""
+        return 1 if self.epsilon is not None else int(self.pac)
+
+    def _check_private_params(self) -> None:
+        if int(self.pac) != 1:
+            warnings.warn(
+                f"CTGAN: pac={self.pac} mixes several records in one critic input, which "
+                "differential privacy cannot allow; training with pac=1",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def _critic_steps(self) -> int:
+        return int(self.discriminator_steps)
+
+    def _train_private(self, private: Any) -> None:
+        from tabsynth.models._private import train_ctgan_private
+
+        train_ctgan_private(self, private)
+
     def _batch_multiple(self) -> int:
-        return int(self.pac)
+        return self._pac()
 
     # -- networks -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -331,7 +353,7 @@ class CTGAN(BaseSynthesizer):
         self.generator_ = _nn.seeded_module(
             lambda: _Generator(emb + cond_dim, g_dims, data_dim), self._init_generator, self.device_
         )
-        pac = int(self.pac)
+        pac = self._pac()
         self.discriminator_ = _nn.seeded_module(
             lambda: _Discriminator(
                 data_dim + cond_dim, d_dims, pac, lambda: self._active_generator
@@ -358,7 +380,7 @@ class CTGAN(BaseSynthesizer):
         G, D = self.generator_, self.discriminator_
         opt_g = _adam(G, self.generator_lr, self.generator_decay)
         opt_d = _adam(D, self.discriminator_lr, self.discriminator_decay)
-        B, pac, emb = self.batch_size_, int(self.pac), int(self.embedding_dim)
+        B, pac, emb = self.batch_size_, self._pac(), int(self.embedding_dim)
         n = X.shape[0]
         steps = max(n // B, 1)
         has_cond = sampler.cond_dim > 0

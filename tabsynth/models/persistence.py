@@ -98,6 +98,7 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
     blob = payload.getvalue()
     fitted = {name: _jsonable(getattr(model, name)) for name in _COMMON_FITTED}
     fitted.update({name: _jsonable(getattr(model, name)) for name in model._json_attrs})
+    fitted["privacy_report_"] = _jsonable(getattr(model, "privacy_report_", None))
     header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

@@ -1,0 +1,420 @@
+"""The differentially private part of ``fit`` shared by both models.
+
+Order of operations (every read of the private table is listed here, see docs/privacy.md):
+
+1. The schema comes from metadata the user declared public; nothing is inferred from data.
+2. The row count is public (``metadata.n_rows``) or released with Gaussian noise.
+3. The noise of every mechanism is solved at once so the composed (epsilon, delta) meets the
+   target: one Gaussian histogram per categorical/boolean column (the only source of the
+   condition-vector probabilities), one noisy grid histogram per numeric column (the modes of
+   its encoder; no mixture is fit on raw values), and DP-SGD with the exact number of steps.
+4. The transformer is built from the schema plus those noisy histograms only.
+
+The model's private training loop then reads the encoded rows only through a Poisson loader
+and a DPOptimizer whose every step is counted by the ledger's guard.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from opacus.optimizers import DPOptimizer
+from torch import nn
+
+from tabsynth.errors import PrivacyError
+from tabsynth.metadata import Metadata
+from tabsynth.privacy import (
+    Calibration,
+    DPSGDPlan,
+    GaussianPlan,
+    PoissonLoader,
+    PrivacyLedger,
+    calibrate,
+    dp_grid_histogram,
+    dp_histogram,
+    dpsgd_steps,
+    gradient_penalty,
+    make_dp_optimizer,
+    make_poisson_loader,
+    module_state,
+    noisy_count,
+    per_sample_grads,
+    resolve_delta,
+    single_example,
+    write_grad_samples,
+)
+from tabsynth.transform import TableTransformer
+
+#: default delta when the row count is private (well below 1/n for n up to ~10^5)
+PRIVATE_N_DELTA = 1e-6
+_MAX_GRID_BINS = 64
+
+
+@dataclass
+class PrivateFit:
+    """What the private training loop needs, all of it DP or public."""
+
+    ledger: PrivacyLedger
+    calibration: Calibration
+    transformer: TableTransformer
+    X: np.ndarray
+    n_estimate: int
+    expected_batch: int
+    steps_per_epoch: int
+    category_probs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """The exact number of noisy optimizer steps the budget was calibrated for."""
+        return int(self.calibration.dpsgd_plan.steps)  # type: ignore[union-attr]
+
+    @property
+    def noise_multiplier(self) -> float:
+        return float(self.calibration.noise_multiplier)  # type: ignore[arg-type]
+
+    def loader(self, rows: torch.Tensor, generator: torch.Generator) -> PoissonLoader:
+        """Poisson batches of ``rows`` (the encoded table, possibly column-permuted)."""
+        loader = make_poisson_loader(
+            rows, self.expected_batch, generator=generator, n=self.n_estimate
+        )
+        if loader.steps_per_epoch != self.steps_per_epoch:
+            raise PrivacyError("internal: the Poisson loader's epoch length changed")
+        return loader
+
+    def optimizer(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        max_grad_norm: float,
+    ) -> DPOptimizer:
+        """The DPOptimizer of the calibrated plan, its steps counted by the budget guard."""
+        dp_opt = make_dp_optimizer(
+            module,
+            optimizer,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=self.expected_batch,
+            generator=generator,
+        )
+        self.calibration.guard(self.ledger).attach(dp_opt)
+        return dp_opt
+
+
+def _grid_bins(lo: float, hi: float, integer: bool) -> int:
+    if integer and hi - lo + 1 <= _MAX_GRID_BINS:
+        return max(int(hi - lo + 1), 1)
+    return _MAX_GRID_BINS
+
+
+def prepare_private_fit(
+    df: pd.DataFrame,
+    metadata: Metadata,
+    *,
+    epsilon: float,
+    delta: float | None,
+    max_grad_norm: float,
+    batch_size: int,
+    epochs: int,
+    critic_steps: int,
+    seed: int,
+    metadata_share: float = 0.1,
+) -> PrivateFit:
+    """Run steps 1-4 above and return the plan, the public transformer and the encoded rows."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+        raise PrivacyError(f"epsilon must be a positive number or None, got {epsilon!r}")
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise PrivacyError(f"epsilon must be positive and finite, got {epsilon!r}")
+    problems = metadata.public_problems()
+    if problems:
+        raise PrivacyError(
+            "differential privacy needs a public schema: these facts were learned from the "
+            "data and would leak it. Declare them with metadata.update_column(...) (or, if "
+            "every inferred fact is public knowledge such as a codebook, "
+            "metadata.declare_public()): " + "; ".join(problems)
+        )
+    rng = np.random.default_rng([seed, 7])
+    n_public = metadata.n_rows
+    cat_cols = metadata.names_of("categorical", "boolean")
+    num_cols = metadata.names_of("continuous", "integer", "datetime")
+    plans = []
+    if cat_cols:
+        plans.append(
+            GaussianPlan(
+                "category-histograms",
+                releases=len(cat_cols),
+                what="one Gaussian histogram per categorical/boolean column",
+            )
+        )
+    if num_cols:
+        plans.append(
+            GaussianPlan(
+                "numeric-histograms",
+                releases=len(num_cols),
+                what="one Gaussian grid histogram per numeric/datetime column",
+            )
+        )
+    if n_public is None:
+        plans.append(GaussianPlan("row-count", weight=0.25, what="Gaussian noisy row count"))
+        delta = PRIVATE_N_DELTA if delta is None else float(delta)
+    else:
+        delta = resolve_delta(delta, int(n_public))
+
+    ledger = PrivacyLedger(
+        delta=delta,
+        n_treatment="public (declared)" if n_public is not None else "noisy count",
+        schema_source="declared",
+    )
+
+    def solve(sample_rate: float, steps: int) -> Calibration:
+        return calibrate(
+            epsilon,
+            delta,
+            plans,
+            DPSGDPlan("dp-sgd", sample_rate, steps, max_grad_norm=max_grad_norm),
+            metadata_share=metadata_share,
+        )
+
+    if n_public is None:
+        # the Gaussian sigmas do not depend on the DP-SGD plan (the metadata share is solved on
+        # its own), so a provisional plan gives the count's noise before n is known
+        provisional = solve(0.01, 1)
+        n_est = noisy_count(
+            len(df), provisional.sigma("row-count"), rng=rng, ledger=ledger, name="row-count"
+        )
+        if delta >= 1.0 / n_est:
+            raise PrivacyError(
+                f"delta={delta:g} is not below 1/n for this small table (noisy n={n_est}); "
+                "pass a smaller delta"
+            )
+    else:
+        n_est = int(n_public)
+    expected_batch = int(min(batch_size, n_est))
+    probe = TableTransformer(metadata, random_state=seed)
+
+    # numeric histograms are taken in encoder coordinates so they feed the encoder directly
+    numeric_values = {c: probe.numeric_values(df, c) for c in num_cols}
+    sample_rate = expected_batch / n_est
+    steps_per_epoch = int(1 / sample_rate)  # what Opacus' DPDataLoader runs per epoch
+    steps = dpsgd_steps(int(epochs), steps_per_epoch, int(critic_steps))
+    cal = solve(sample_rate, steps)
+    if n_public is None and not math.isclose(
+        cal.sigma("row-count"), provisional.sigma("row-count"), rel_tol=1e-12
+    ):
+        raise PrivacyError("internal: the row-count noise changed between calibrations")
+
+    histograms = {}
+    for col in num_cols:
+        values, null = numeric_values[col]
+        lo, hi = probe.numeric_bounds(col)
+        bins = _grid_bins(lo, hi, metadata[col].kind in ("integer",))
+        x = np.where(null, np.nan, values)
+        rel = dp_grid_histogram(
+            x,
+            lo,
+            hi,
+            bins,
+            cal.sigma("numeric-histograms"),
+            rng=rng,
+            ledger=ledger,
+            name=f"numeric-histogram:{col}",
+        )
+        centres = rel.centers()
+        if bins == int(hi - lo + 1) and metadata[col].kind == "integer":
+            centres = np.arange(lo, hi + 1, dtype=np.float64)
+        histograms[col] = (centres, rel.counts)
+
+    transformer = TableTransformer(metadata, random_state=seed).fit_public(histograms)
+    X = transformer.transform(df)
+    category_probs = {}
+    for col in cat_cols:
+        span = transformer.category_span(col)
+        positions = np.argmax(X[:, span.start : span.stop], axis=1)
+        rel = dp_histogram(
+            positions,
+            list(range(span.width)),
+            cal.sigma("category-histograms"),
+            rng=rng,
+            ledger=ledger,
+            name=f"category-histogram:{col}",
+        )
+        category_probs[col] = rel.probabilities()
+    return PrivateFit(
+        ledger, cal, transformer, X, n_est, expected_batch, steps_per_epoch, category_probs
+    )
+
+
+def finish_private_fit(private: PrivateFit) -> dict:
+    """Check the executed ledger against the plan and build the privacy report."""
+    private.calibration.verify(private.ledger)
+    report = private.ledger.report()
+    report["target_epsilon"] = private.calibration.target_epsilon
+    report["noise_multiplier"] = private.calibration.noise_multiplier
+    report["n_estimate"] = private.n_estimate
+    return report
+
+
+__all__ = [
+    "PRIVATE_N_DELTA",
+    "PrivateFit",
+    "finish_private_fit",
+    "prepare_private_fit",
+    "train_ctgan_private",
+    "train_tvae_private",
+]
+
+
+# ---------------------------------------------------------------------- training loops
+def train_ctgan_private(model: Any, private: PrivateFit) -> None:
+    """DP-SGD for the CTGAN critic; the generator sees only noise, DP frequencies and the critic.
+
+    Per Poisson batch of real rows: each row's condition is derived from that row, each fake is
+    generated for that condition (paired 1:1, no permutation), and the per-example loss
+    ``-D(real_i) + D(fake_i) + lambda * GP_i`` is differentiated per example with ``torch.func``
+    (the gradient penalty included), clipped and noised by the DPOptimizer. The critic runs
+    without dropout under DP. The generator step draws its conditions from the DP category
+    frequencies and updates only the generator.
+    """
+    from tabsynth.models import ctgan as _ctgan  # noqa: PLC0415 - avoid an import cycle
+
+    gen, dev = model._train_generator, model.device_
+    G, D = model.generator_, model.discriminator_
+    sampler, layout = model._sampler, model._layout
+    has_cond = sampler.cond_dim > 0
+    if has_cond:
+        probs = np.concatenate([private.category_probs[c] for c in sampler.columns])
+        sampler.set_counts(torch.as_tensor(probs * private.n_estimate, dtype=torch.float64))
+    emb, d_steps = int(model.embedding_dim), int(model.discriminator_steps)
+    X = torch.as_tensor(private.X, device=dev)
+    loader = private.loader(X, _cpu_generator(gen))
+    opt_d = private.optimizer(
+        D,
+        _ctgan._adam(D, model.discriminator_lr, model.discriminator_decay),
+        gen,
+        float(model.max_grad_norm),
+    )
+    opt_g = _ctgan._adam(G, model.generator_lr, model.generator_decay)
+    D.eval()  # no dropout inside the per-example functions
+    params, buffers = module_state(D)
+    lam = float(_ctgan._GP_LAMBDA)
+
+    def critic(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+        return single_example(D, p, b, x).squeeze()
+
+    def loss_one(p: dict, b: dict, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor):
+        interp = alpha * real + (1 - alpha) * fake
+        gp = gradient_penalty(lambda x: critic(p, b, x), interp)
+        return critic(p, b, fake) - critic(p, b, real) + lam * gp
+
+    def condition_of(rows: torch.Tensor) -> torch.Tensor:
+        if not has_cond:
+            return rows.new_zeros(rows.shape[0], 0)
+        return sampler.one_hot(sampler.conditions_of_rows(rows, gen))
+
+    batches = loader.batches(private.steps)
+    for _epoch in model._epochs():
+        sum_g = 0.0
+        for _ in range(private.steps_per_epoch):
+            for _k in range(d_steps):
+                real = next(batches)
+                b = real.shape[0]
+                cond = condition_of(real)
+                G.train(b > 1)  # BatchNorm cannot use batch statistics of 0 or 1 rows
+                with torch.no_grad():
+                    z = torch.randn(b, emb, generator=gen, device=dev)
+                    fake = layout.activate(
+                        G(torch.cat([z, cond], 1)), tau=_ctgan._TAU, generator=gen
+                    )
+                G.train()
+                alpha = torch.rand(b, 1, generator=gen, device=dev)
+                grads = per_sample_grads(
+                    loss_one,
+                    params,
+                    buffers,
+                    torch.cat([real, cond], 1),
+                    torch.cat([fake, cond], 1),
+                    alpha,
+                )
+                write_grad_samples(D, grads)
+                opt_d.step()
+                opt_d.zero_grad(set_to_none=True)
+            # generator step: noise + DP condition frequencies + the (DP) critic only
+            B = private.expected_batch
+            if has_cond:
+                g = sampler.draw_conditions(
+                    B, gen, log_frequency=model.log_frequency, training=True
+                )
+                cond = sampler.one_hot(g)
+            else:
+                g, cond = None, torch.zeros(B, 0, device=dev)
+            z = torch.randn(B, emb, generator=gen, device=dev)
+            logits = G(torch.cat([z, cond], 1))
+            fake = layout.activate(logits, tau=_ctgan._TAU, generator=gen)
+            for p in D.parameters():
+                p.requires_grad_(False)
+            loss_g = -D(torch.cat([fake, cond], 1)).mean()
+            if g is not None:
+                loss_g = loss_g + sampler.cond_loss(logits, g)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            for p in D.parameters():
+                p.requires_grad_(True)
+            sum_g += float(loss_g.detach())
+        model._log_epoch(loss_g=sum_g / max(private.steps_per_epoch, 1))
+
+
+def train_tvae_private(model: Any, private: PrivateFit) -> None:
+    """DP-SGD for the whole VAE (encoder, decoder and log-scales under one DPOptimizer).
+
+    The per-example ELBO (reconstruction NLL + weighted KL, un-averaged) is differentiated per
+    example with ``torch.func``; the reparameterisation noise is drawn outside from the model's
+    generator and passed in, so every per-sample gradient depends on one record only.
+    """
+    from tabsynth.models import tvae as _tvae  # noqa: PLC0415 - avoid an import cycle
+
+    gen, dev = model._train_generator, model.device_
+    vae, lt = model.vae_, model._lt
+    emb = int(model.embedding_dim)
+    rf, kw = float(model.loss_factor), float(model.kl_weight)
+    Xp = torch.as_tensor(private.X, device=dev)[:, model._perm].contiguous()
+    loader = private.loader(Xp, _cpu_generator(gen))
+    opt = private.optimizer(
+        vae, _tvae._adam(vae.parameters(), float(model.l2scale)), gen, float(model.max_grad_norm)
+    )
+    params, buffers = module_state(vae)
+
+    def loss_one(p: dict, b: dict, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        logits, log_sigma, mu, logvar = torch.func.functional_call(
+            vae, (p, b), (x.unsqueeze(0), noise.unsqueeze(0))
+        )
+        rec = _tvae._reconstruction_nll(logits, x.unsqueeze(0), log_sigma, lt)
+        kl = _tvae._kl_divergence(mu, logvar)
+        return (rf * rec + kw * kl).squeeze(0)
+
+    batches = loader.batches(private.steps)
+    for _epoch in model._epochs():
+        for _ in range(private.steps_per_epoch):
+            xb = next(batches)
+            noise = torch.randn(xb.shape[0], emb, generator=gen, device=dev)
+            grads = per_sample_grads(loss_one, params, buffers, xb, noise)
+            write_grad_samples(vae, grads)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            vae.log_scale.clamp_()
+        model._log_epoch()  # no real-data loss is logged under DP
+
+
+def _cpu_generator(device_generator: torch.Generator) -> torch.Generator:
+    """Poisson sampling runs on the CPU: a CPU generator seeded from the model's generator."""
+    seed = int(
+        torch.randint(2**62, (1,), generator=device_generator, device=device_generator.device)
+    )
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed)
+    return g
