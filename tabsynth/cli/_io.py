@@ -1,0 +1,365 @@
+"""CLI helpers: input checks, atomic (and chunked) output files, ``--condition`` parsing.
+
+Kept free of heavy imports at module level so ``tabsynth --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tabsynth.errors import DataError
+
+__all__ = [
+    "CLIError",
+    "ChunkedTableWriter",
+    "atomic_write_bytes",
+    "check_input_file",
+    "check_output_path",
+    "parse_condition",
+    "renumber_ids",
+    "resolve_conditions",
+    "table_format",
+]
+
+_TABLE_SUFFIXES: dict[str, tuple[str, str | None]] = {
+    ".csv.gz": ("csv", "gzip"),
+    ".csv": ("csv", None),
+    ".parquet": ("parquet", None),
+    ".pq": ("parquet", None),
+}
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+_RANGE = re.compile(r"^(?P<lo>.*?)\.\.(?P<hi>.*)$")
+
+
+class CLIError(DataError):
+    """A bad command line (wrong value, missing file); printed as one ``tabsynth: error:`` line."""
+
+
+# -- paths ----------------------------------------------------------------------------------
+def table_format(path: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """``(format, compression)`` from the file name; CLIError for anything else."""
+    name = Path(path).name.lower()
+    for suffix, fmt in _TABLE_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    raise CLIError(
+        f"cannot tell the table format of {str(path)!r} from its extension; "
+        f"use one of {', '.join(_TABLE_SUFFIXES)}"
+    )
+
+
+def check_input_file(path: str | os.PathLike[str], what: str = "input file") -> Path:
+    """Fail early, with the path, when an input is missing, a folder or unreadable."""
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{what} {str(p)!r} does not exist")
+    if p.is_dir():
+        raise CLIError(f"{what} {str(p)!r} is a folder, not a file")
+    if not os.access(p, os.R_OK):
+        raise CLIError(f"{what} {str(p)!r} is not readable (permission denied)")
+    return p
+
+
+def check_output_path(path: str | os.PathLike[str], what: str = "output file") -> Path:
+    """Refuse folders as output files; create missing parent folders."""
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{what} {str(p)!r} is a folder; give a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create the folder of {what} {str(p)!r}: {exc.strerror}") from None
+    if not os.access(p.parent, os.W_OK):
+        raise CLIError(f"cannot write {what} {str(p)!r}: its folder is not writable")
+    return p
+
+
+def _temp_beside(path: Path) -> Path:
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    p = check_output_path(path)
+    tmp = _temp_beside(p)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
+
+
+class ChunkedTableWriter:
+    """Append a table chunk by chunk to a temporary file; ``commit`` renames it into place.
+
+    Memory stays bounded by one chunk whatever the total size. CSV chunks are appended as text
+    (one header); ``.csv.gz`` goes through one gzip stream; Parquet uses a pyarrow
+    ``ParquetWriter`` whose schema is fixed by the first chunk (later chunks are cast to it, so a
+    chunk whose column happens to be all-missing still matches). Used as a context manager the
+    file is committed on success and removed on error, so no partial output is ever left behind.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = check_output_path(path)
+        self.format, self.compression = table_format(self.path)
+        self.rows = 0
+        self._tmp: Path | None = None
+        self._raw: Any = None
+        self._text: Any = None
+        self._parquet: Any = None
+        self._schema: Any = None
+
+    def __enter__(self) -> ChunkedTableWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def _open(self) -> None:
+        self._tmp = _temp_beside(self.path)
+        if self.format == "csv":
+            self._raw = open(self._tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+            stream = self._raw
+            if self.compression == "gzip":
+                stream = gzip.GzipFile("", "wb", fileobj=self._raw, mtime=0)
+            self._gz = stream if stream is not self._raw else None
+            self._text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+
+    def write(self, df: Any) -> None:
+        """Append one chunk (a pandas DataFrame with the same columns as the first one)."""
+        first = self._tmp is None
+        if first:
+            self._open()
+        if self.format == "csv":
+            df.to_csv(self._text, header=first, index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            if first:
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                self._schema = table.schema
+                self._parquet = pq.ParquetWriter(self._tmp, self._schema)
+            else:
+                try:
+                    table = pa.Table.from_pandas(df, schema=self._schema, preserve_index=False)
+                except (pa.ArrowException, ValueError, TypeError) as exc:
+                    raise DataError(
+                        f"chunk {self.rows}+ does not match the Parquet schema of the first: {exc}"
+                    ) from exc
+            self._parquet.write_table(table)
+        self.rows += len(df)
+
+    def commit(self) -> Path:
+        """Flush, fsync and rename the temporary file over the target; returns the path."""
+        if self._tmp is None:
+            raise DataError(f"nothing was written to {str(self.path)!r}")
+        try:
+            self._close()
+            with open(self._tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._tmp = None
+        return self.path
+
+    def _close(self) -> None:
+        if self._text is not None:
+            self._text.flush()
+            self._text.detach()
+            self._text = None
+        if getattr(self, "_gz", None) is not None:
+            self._gz.close()
+            self._gz = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+
+    def abort(self) -> None:
+        """Drop the temporary file (the target is left untouched)."""
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 - best effort on the error path
+            pass
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
+# -- ids --------------------------------------------------------------------------------------
+def renumber_ids(df: Any, transformer: Any, id_columns: Sequence[str], start: int) -> Any:
+    """Regenerate the id columns of one sampled chunk so they continue from ``start``.
+
+    Every ``sample()`` call numbers ids from the beginning; writing several chunks to one file
+    would repeat them. The transformer's id encoder (or its ``inverse_transform(id_start=...)``)
+    produces the same id style numbered from ``start``.
+    """
+    if not id_columns or len(df) == 0:
+        return df
+    encoders = getattr(transformer, "encoders_", {})
+    pending = [c for c in id_columns if not hasattr(encoders.get(c), "generate")]
+    for name in id_columns:
+        if name not in pending:
+            df[name] = encoders[name].generate(len(df), start=start).set_axis(df.index)
+    if pending:
+        import numpy as np
+
+        blank = np.zeros((len(df), transformer.output_dim_), dtype=np.float32)
+        fresh = transformer.inverse_transform(blank, id_start=start)
+        for name in pending:
+            df[name] = fresh[name].set_axis(df.index)
+    return df
+
+
+# -- conditions -------------------------------------------------------------------------------
+def parse_condition(text: str) -> tuple[str, str]:
+    """Split ``col=value`` / ``col=lo..hi`` (syntax only; values are checked against the model).
+
+    Used as an argparse ``type=``: a ValueError becomes a usage error naming the bad item.
+    """
+    if "=" not in text:
+        raise ValueError(f"condition {text!r} must look like col=value or col=lo..hi")
+    column, value = text.split("=", 1)
+    column = column.strip()
+    if not column:
+        raise ValueError(f"condition {text!r} has no column name before '='")
+    if not value.strip():
+        raise ValueError(f"condition {text!r} has no value after '='")
+    return column, value.strip()
+
+
+def _parse_number(column: str, text: str, kind: str) -> float | int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise CLIError(f"condition on {column!r} ({kind}): {text!r} is not a number") from None
+    if math.isnan(value):
+        raise CLIError(f"condition on {column!r}: NaN is not a valid value")
+    if kind == "integer" and value.is_integer():
+        return int(value)
+    return value
+
+
+def _parse_time(column: str, text: str) -> Any:
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise CLIError(
+            f"condition on {column!r} (datetime): {text!r} is not a date/time "
+            "(use e.g. 2021-03-01 or 2021-03-01T12:00)"
+        ) from None
+
+
+def _parse_bound(column: str, text: str, kind: str) -> Any:
+    if kind == "datetime":
+        return _parse_time(column, text)
+    return _parse_number(column, text, kind)
+
+
+def _match_category(column: str, text: str, domain: Iterable[Any]) -> Any:
+    """The domain value whose text is ``text``; numeric categories also match by value."""
+    domain = list(domain)
+    for value in domain:
+        if str(value) == text:
+            return value
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        for value in domain:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if float(value) == number:
+                    return value
+    lowered = [v for v in domain if str(v).lower() == text.lower()]
+    if len(lowered) == 1:
+        return lowered[0]
+    shown = ", ".join(map(str, domain[:12])) + (", …" if len(domain) > 12 else "")
+    raise CLIError(f"condition on {column!r}: {text!r} is not one of its categories ({shown})")
+
+
+def resolve_conditions(
+    items: Sequence[tuple[str, str]],
+    metadata: Any,
+    categories_of: Callable[[str], Sequence[Any]] | None = None,
+) -> dict[str, Any]:
+    """Turn parsed ``(column, text)`` pairs into the ``conditions`` dict that ``sample`` takes.
+
+    Values are parsed against the column's kind: categories are matched to the fitted domain
+    (``"3"`` matches a numeric category 3), booleans accept true/false/yes/no/1/0, numbers and
+    datetimes give an inclusive ``(low, high)`` range (``lo..hi``; an empty end is open). A single
+    value is accepted for integer columns, and for datetimes as a date (the whole day).
+    """
+    out: dict[str, Any] = {}
+    names = list(metadata.names)
+    for column, text in items:
+        if column not in names:
+            shown = ", ".join(names[:20]) + (", …" if len(names) > 20 else "")
+            raise CLIError(f"condition on unknown column {column!r}; the columns are: {shown}")
+        if column in out:
+            raise CLIError(f"column {column!r} is conditioned twice; give one condition per column")
+        spec = metadata[column]
+        kind = spec.kind
+        if kind == "id":
+            raise CLIError(f"cannot condition on id column {column!r}: ids are regenerated")
+        if kind == "boolean":
+            low = text.lower()
+            if low in _TRUE:
+                out[column] = True
+            elif low in _FALSE:
+                out[column] = False
+            else:
+                raise CLIError(f"condition on {column!r} (boolean): {text!r} is not true/false")
+        elif kind == "categorical":
+            domain = categories_of(column) if categories_of is not None else spec.categories
+            out[column] = _match_category(column, text, domain or [])
+        else:
+            match = _RANGE.match(text)
+            if match:
+                lo_text, hi_text = match.group("lo").strip(), match.group("hi").strip()
+                if not lo_text and not hi_text:
+                    raise CLIError(f"condition on {column!r}: range {text!r} has no bounds")
+                lo = _parse_bound(column, lo_text, kind) if lo_text else None
+                hi = _parse_bound(column, hi_text, kind) if hi_text else None
+                if lo is not None and hi is not None and lo > hi:
+                    raise CLIError(f"condition on {column!r}: empty range {text!r} (low > high)")
+                out[column] = (lo, hi)
+            elif kind == "integer":
+                out[column] = _parse_bound(column, text, kind)
+            elif kind == "datetime" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                import pandas as pd
+
+                day = _parse_time(column, text)
+                out[column] = (day, day + pd.Timedelta(days=1) - pd.Timedelta(1, "ns"))
+            else:
+                raise CLIError(
+                    f"condition on {kind} column {column!r} needs a range: {column}=lo..hi "
+                    f"(lo.. or ..hi for one side), got {text!r}"
+                )
+    return out

@@ -1,0 +1,405 @@
+"""The subcommands behind ``tabsynth``: each takes the parsed arguments and returns an exit code.
+
+Heavy libraries (pandas, torch, sklearn) are imported inside the functions so that
+``tabsynth --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tabsynth.cli._io import (
+    ChunkedTableWriter,
+    CLIError,
+    check_input_file,
+    check_output_path,
+    renumber_ids,
+    resolve_conditions,
+    table_format,
+)
+from tabsynth.errors import DataError
+
+MODELS = ("ctgan", "tvae")
+DEMO_TARGETS = {"patients": "readmitted_30d", "loans": "default"}
+
+
+def _say(args: argparse.Namespace, text: str = "") -> None:
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def _read(path: str, what: str = "input table") -> Any:
+    from tabsynth.datasets import read_table
+
+    p = check_input_file(path, what)
+    table_format(p)
+    return read_table(p)
+
+
+def _metadata(path: str | None, df: Any) -> Any:
+    from tabsynth.metadata import Metadata
+
+    if path is None:
+        return Metadata.infer(df)
+    check_input_file(path, "metadata file")
+    return Metadata.load(path)
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` to torch (this process only; the CLI owns its process)."""
+    threads = getattr(args, "threads", None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.2f} s" if s < 60 else f"{int(s // 60)} min {s % 60:04.1f} s"
+
+
+def _print_timings(timings: dict[str, float]) -> None:
+    width = max(len(k) for k in timings)
+    print("phase timings:")
+    for name, value in timings.items():
+        print(f"  {name:<{width}}  {_seconds(value):>12}")
+    print(f"  {'total':<{width}}  {_seconds(sum(timings.values())):>12}")
+
+
+# -- inspect ----------------------------------------------------------------------------------
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Infer the metadata of a table and print it (``--save`` writes it as JSON)."""
+    df = _read(args.data)
+    from tabsynth.metadata import Metadata
+
+    meta = Metadata.infer(df)
+    print(f"{args.data}: {len(df)} rows x {df.shape[1]} columns")
+    print(meta)
+    if args.save:
+        out = check_output_path(args.save, "metadata file")
+        meta.save(out)
+        print(f"metadata written to {out} (edit kinds/bounds there, then pass --metadata)")
+    return 0
+
+
+# -- fit --------------------------------------------------------------------------------------
+def _model_class(name: str) -> Any:
+    import tabsynth
+
+    return {"ctgan": tabsynth.CTGAN, "tvae": tabsynth.TVAE}[name]
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Train a model on a table and save it to one ``.tsyn`` file."""
+    if (args.delta is not None) and args.epsilon is None:
+        raise CLIError("--delta needs --epsilon (it is part of the privacy budget)")
+    out = check_output_path(args.output, "model file")
+    _set_threads(args)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    df = _read(args.data)
+    timings["read"] = time.perf_counter() - t0
+    _say(args, f"read {args.data}: {len(df)} rows x {df.shape[1]} columns")
+
+    t0 = time.perf_counter()
+    meta = _metadata(args.metadata, df)
+    timings["metadata"] = time.perf_counter() - t0
+
+    params: dict[str, Any] = {
+        "device": args.device,
+        "random_state": args.seed,
+        "verbose": not args.quiet,
+    }
+    for name in ("epochs", "batch_size", "epsilon", "delta"):
+        value = getattr(args, name)
+        if value is not None:
+            params[name] = value
+    model = _model_class(args.model)(**params)
+    _say(args, f"fitting {model!r}")
+    model.fit(df, metadata=meta)
+    fitted = getattr(model, "timings_", {})
+    timings["preprocess"] = float(fitted.get("preprocess_s", float("nan")))
+    timings["train"] = float(fitted.get("train_s", float("nan")))
+
+    t0 = time.perf_counter()
+    model.save(out)
+    timings["save"] = time.perf_counter() - t0
+
+    if not args.quiet:
+        _print_timings(timings)
+        device = getattr(model, "device_", None)
+        if device is not None:
+            print(f"device: {device}")
+    if args.epsilon is not None:
+        report = model.privacy_report()
+        print("privacy ledger:")
+        print(report)
+    print(f"model written to {out}")
+    return 0
+
+
+# -- sample -----------------------------------------------------------------------------------
+def _chunk_seeds(seed: int | None, n_chunks: int) -> list[int | None]:
+    """Independent per-chunk seeds from one ``--seed`` (None: the model's own stream)."""
+    if seed is None:
+        return [None] * n_chunks
+    import numpy as np
+
+    children = np.random.SeedSequence(seed).spawn(n_chunks)
+    return [int(c.generate_state(1, dtype=np.uint32)[0]) for c in children]
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Draw rows from a saved model and stream them to a CSV or Parquet file."""
+    if args.n_rows < 1:
+        raise CLIError(f"-n must be a positive number of rows, got {args.n_rows}")
+    if args.chunk_size < 1:
+        raise CLIError(f"--chunk-size must be positive, got {args.chunk_size}")
+    table_format(args.output)
+    check_input_file(args.model, "model file")
+    _set_threads(args)
+    import tabsynth
+
+    t0 = time.perf_counter()
+    model = tabsynth.load(args.model)
+    load_s = time.perf_counter() - t0
+    meta = model.metadata_
+    transformer = model.transformer_
+
+    def categories_of(column: str) -> list:
+        try:
+            return list(transformer.categories_of(column))
+        except (AttributeError, DataError):
+            return list(meta[column].categories or [])
+
+    conditions = resolve_conditions(args.condition or [], meta, categories_of)
+    ids = list(meta.names_of("id"))
+    chunk = int(args.chunk_size)
+    n_chunks = -(-args.n_rows // chunk)
+    seeds = _chunk_seeds(args.seed, n_chunks)
+
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=args.n_rows, unit="row", unit_scale=True, desc="sampling", disable=args.quiet)
+    try:
+        with ChunkedTableWriter(args.output) as writer:
+            for i in range(n_chunks):
+                size = min(chunk, args.n_rows - writer.rows)
+                df = model.sample(size, conditions=conditions or None, random_state=seeds[i])
+                df = renumber_ids(df, transformer, ids, start=writer.rows)
+                writer.write(df)
+                bar.update(len(df))
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    _say(args, f"loaded the model in {_seconds(load_s)}; sampled in {_seconds(elapsed)}")
+    if conditions:
+        _say(args, "conditions: " + ", ".join(f"{k}={v!r}" for k, v in conditions.items()))
+    print(f"wrote {writer.rows} rows to {writer.path}")
+    return 0
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+def _need_matplotlib() -> None:
+    """Fail before the (long) evaluation rather than after it when the plots cannot be drawn."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CLIError("the HTML report needs matplotlib: pip install 'tabsynth[report]'")
+
+
+def _format_value(value: float) -> str:
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4f}"
+
+
+def print_summary(report: Any, file: Any = None) -> None:
+    """The report's summary as an aligned text table (metric, value, how to read it)."""
+    file = sys.stdout if file is None else file
+    summary = report.summary()
+    rows = []
+    for metric, value, direction, meaning in summary[
+        ["metric", "value", "direction", "meaning"]
+    ].itertuples(index=False):
+        how = direction if not str(meaning).startswith("skipped") else meaning
+        rows.append((str(metric), _format_value(value), str(how)))
+    w0 = max([len(r[0]) for r in rows] + [6])
+    w1 = max([len(r[1]) for r in rows] + [5])
+    print(f"{'metric':<{w0}}  {'value':>{w1}}  how to read", file=file)
+    print(f"{'-' * w0}  {'-' * w1}  {'-' * 11}", file=file)
+    for metric, value, how in rows:
+        print(f"{metric:<{w0}}  {value:>{w1}}  {how}", file=file)
+    for note in report.warnings:
+        print(f"note: {note}", file=file)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Compare a synthetic table with the real one and print the summary table."""
+    for path in (args.html, args.json):
+        if path is not None:
+            check_output_path(path, "report file")
+    if args.html:
+        _need_matplotlib()
+    real = _read(args.real, "real table")
+    synthetic = _read(args.synthetic, "synthetic table")
+    holdout = _read(args.holdout, "holdout table") if args.holdout else None
+    if args.target is not None and args.target not in real.columns:
+        shown = ", ".join(map(str, real.columns[:20]))
+        raise CLIError(f"target column {args.target!r} is not in {args.real}; columns: {shown}")
+    if args.target is not None and holdout is None:
+        _say(args, "note: ML utility needs --holdout (real rows the model never saw)")
+    meta = None
+    if args.metadata:
+        check_input_file(args.metadata, "metadata file")
+        from tabsynth.metadata import Metadata
+
+        meta = Metadata.load(args.metadata)
+    import tabsynth
+
+    t0 = time.perf_counter()
+    report = tabsynth.evaluate(
+        real,
+        synthetic,
+        metadata=meta,
+        holdout=holdout,
+        target=args.target,
+        task=args.task,
+        random_state=args.seed,
+        **({"metrics": args.metrics} if args.metrics else {}),
+    )
+    elapsed = time.perf_counter() - t0
+    print_summary(report)
+    _say(args, f"evaluated in {_seconds(elapsed)}")
+    if args.json:
+        report.to_json(args.json)
+        print(f"JSON report written to {args.json}")
+    if args.html:
+        report.to_html(args.html)
+        print(f"HTML report written to {args.html}")
+    return 0
+
+
+# -- demo -------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Demo table -> fit -> sample -> evaluate -> HTML report, on built-in data."""
+    import tabsynth
+    from tabsynth.cli.benchmark import split_table
+    from tabsynth.datasets import load_demo, write_table
+
+    _need_matplotlib()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    _set_threads(args)
+    target = DEMO_TARGETS[args.table]
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    t0 = time.perf_counter()
+    table = load_demo(args.table, n_rows=args.rows, random_state=args.seed)
+    train, holdout, note = split_table(table, target, "binary", seed=args.seed)
+    write_table(train, out / "real.csv")
+    write_table(holdout, out / "holdout.csv")
+    meta = tabsynth.Metadata.infer(train)
+    meta.save(out / "metadata.json")
+    timings["data"] = time.perf_counter() - t0
+    _say(args, f"demo table {args.table!r}: {len(train)} training rows, {len(holdout)} holdout")
+    _say(args, str(meta))
+
+    model = _model_class(args.model)(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        random_state=args.seed,
+        device=args.device,
+        verbose=not args.quiet,
+    )
+    _say(args, f"fitting {model!r}")
+    t0 = time.perf_counter()
+    model.fit(train, metadata=meta)
+    timings["fit"] = time.perf_counter() - t0
+    model.save(out / "model.tsyn")
+
+    t0 = time.perf_counter()
+    synthetic = model.sample(len(train), random_state=args.seed)
+    timings["sample"] = time.perf_counter() - t0
+    write_table(synthetic, out / "synthetic.csv")
+
+    t0 = time.perf_counter()
+    report = tabsynth.evaluate(
+        train, synthetic, metadata=meta, holdout=holdout, target=target, random_state=args.seed
+    )
+    report.to_json(out / "report.json")
+    report.to_html(out / "report.html")
+    timings["evaluate"] = time.perf_counter() - t0
+
+    print_summary(report)
+    print()
+    _print_timings(timings)
+    print(f"\ndone in {_seconds(time.perf_counter() - started)}; outputs in {out}/:")
+    for name, what in (
+        ("real.csv", "the real training rows"),
+        ("holdout.csv", "real rows held out for the utility and privacy tests"),
+        ("metadata.json", "the inferred metadata (edit it and pass --metadata to fit)"),
+        ("model.tsyn", "the fitted model"),
+        ("synthetic.csv", "the synthetic table"),
+        ("report.html", "the evaluation report (open it in a browser)"),
+        ("report.json", "the same report as JSON"),
+    ):
+        print(f"  {out / name}  {what}")
+    print("next: tabsynth sample " + str(out / "model.tsyn") + " -n 1000 -o more.csv")
+    if note:
+        print(f"note: {note}")
+    return 0
+
+
+# -- benchmark --------------------------------------------------------------------------------
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Run the utility benchmark suite (see :mod:`tabsynth.cli.benchmark`)."""
+    from tabsynth.cli import benchmark as bench
+
+    preset = bench.QUICK if args.quick else bench.DEFAULTS
+
+    def pick(name: str) -> Any:
+        value = getattr(args, name)
+        return preset[name] if value is None else value
+
+    datasets = bench.resolve_datasets(
+        args.datasets, args.data, args.target, args.task, demo_rows=pick("demo_rows")
+    )
+    cfg = bench.BenchmarkConfig(
+        datasets=datasets,
+        models=list(pick("models")),
+        epochs=pick("epochs"),
+        seeds=list(pick("seeds")),
+        epsilons=list(args.epsilons),
+        delta=args.delta,
+        batch_size=pick("batch_size"),
+        max_rows=pick("max_rows"),
+        max_test_rows=pick("max_test_rows"),
+        split_seed=args.split_seed,
+        device=args.device,
+        public_schema=not args.private_schema,
+        cell_timeout=args.cell_timeout,
+        threads=args.threads,
+        anchor_python=args.anchor_python,
+        resume=args.resume,
+        quick=args.quick,
+        metrics=args.metrics,
+    )
+    names = ", ".join(d.name for d in datasets)
+    print(f"benchmark: {len(datasets)} dataset(s) ({names}); models {', '.join(cfg.models)}")
+    rows = bench.run_benchmark(cfg, args.output, log=lambda s: print(s, flush=True))
+    failed = [r for r in rows if str(r.get("status", "")).startswith("error")]
+    if failed:
+        print(f"{len(failed)} of {len(rows)} cell(s) failed; see results.md", file=sys.stderr)
+    return 0

@@ -1,0 +1,261 @@
+"""The ``tabsynth`` command line end to end, its error messages, and the benchmark suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabsynth.cli._io import ChunkedTableWriter, CLIError, parse_condition, resolve_conditions
+from tabsynth.cli.main import main
+from tabsynth.datasets import make_patients, write_table
+from tabsynth.metadata import Metadata
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, "-m", "tabsynth", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def _error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one error line, got {lines}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small patients table (train + holdout) and a TVAE fitted through the CLI."""
+    folder = tmp_path_factory.mktemp("cli")
+    write_table(make_patients(300, random_state=0), folder / "train.csv")
+    write_table(make_patients(120, random_state=1), folder / "holdout.csv")
+
+    done = _cli("inspect", "train.csv", "--save", "meta.json", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    assert "readmitted_30d" in done.stdout and "boolean" in done.stdout
+    assert Metadata.load(folder / "meta.json")["ward"].kind == "categorical"
+
+    done = _cli(
+        "fit", "train.csv", "--model", "tvae", "--metadata", "meta.json", "--epochs", "1",
+        "--batch-size", "50", "--seed", "0", "-o", "model.tsyn", cwd=folder,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "phase timings" in done.stdout and "train" in done.stdout
+    assert (folder / "model.tsyn").stat().st_size > 0
+    return folder
+
+
+def test_sample_with_conditions_and_evaluate(work: Path) -> None:
+    done = _cli(
+        "sample", "model.tsyn", "-n", "250", "--chunk-size", "100", "--condition", "ward=icu",
+        "--condition", "age=40..90", "--condition", "smoker=false", "--seed", "1",
+        "-o", "synthetic.csv", cwd=work,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    syn = pd.read_csv(work / "synthetic.csv")
+    assert len(syn) == 250
+    assert (syn["ward"] == "icu").all()
+    assert syn["age"].between(40, 90).all()
+    assert not syn["smoker"].any()
+    # ids continue across the three chunks instead of restarting
+    assert syn["patient_id"].is_unique
+
+    done = _cli(
+        "evaluate", "train.csv", "synthetic.csv", "--holdout", "holdout.csv",
+        "--target", "readmitted_30d", "--metrics", "fidelity", "utility",
+        "--html", "report.html", "--json", "report.json", cwd=work,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "fidelity.column_shapes" in done.stdout
+    assert "utility.hist_gradient_boosting.roc_auc.synthetic" in done.stdout
+    assert "<img" in (work / "report.html").read_text(encoding="utf-8")
+    report = json.loads((work / "report.json").read_text(encoding="utf-8"))
+    assert report["n_rows"] == {"real": 300, "synthetic": 250, "holdout": 120}
+
+
+def test_sample_parquet_chunks_are_reproducible(work: Path) -> None:
+    for name in ("a.parquet", "b.parquet"):
+        args = ["sample", str(work / "model.tsyn"), "-n", "130", "--chunk-size", "60"]
+        assert main([*args, "--seed", "7", "-q", "-o", str(work / name)]) == 0
+    a, b = pd.read_parquet(work / "a.parquet"), pd.read_parquet(work / "b.parquet")
+    assert len(a) == 130
+    pd.testing.assert_frame_equal(a, b)
+    assert a["patient_id"].is_unique
+    assert not list(work.glob(".*.tmp")), "temporary files left behind"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["inspect", "missing.csv"], 1, "'missing.csv' does not exist"),
+        (["fit", "missing.csv", "-o", "m.tsyn"], 1, "does not exist"),
+        (["inspect", "train.txt"], 1, "does not exist"),
+        (["fit", "train.csv", "--model", "gan", "-o", "m.tsyn"], 2, "invalid choice: 'gan'"),
+        (["fit", "train.csv", "--delta", "1e-5", "-o", "m.tsyn"], 1, "--delta needs --epsilon"),
+        (["sample", "model.tsyn", "-n", "5", "--condition", "wardicu", "-o", "x.csv"], 2,
+         "must look like col=value"),
+        (["sample", "model.tsyn", "-n", "5", "--condition", "nope=1", "-o", "x.csv"], 1,
+         "unknown column 'nope'"),
+        (["sample", "model.tsyn", "-n", "5", "--condition", "ward=moon", "-o", "x.csv"], 1,
+         "'moon' is not one of its categories"),
+        (["sample", "model.tsyn", "-n", "5", "--condition", "crp=3", "-o", "x.csv"], 1,
+         "needs a range"),
+        (["sample", "model.tsyn", "-n", "5", "-o", "x.txt"], 1, "table format"),
+        (["sample", "train.csv", "-n", "5", "-o", "x.csv"], 1, "not a tabsynth model"),
+        (["sample", "model.tsyn", "-n", "0", "-o", "x.csv"], 2, "must be a positive integer"),
+        (["evaluate", "train.csv", "holdout.csv", "--target", "nope"], 1, "'nope' is not in"),
+    ],
+)  # fmt: skip
+def test_errors_are_one_line_with_nonzero_exit(
+    work: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args, code, needle
+) -> None:
+    monkeypatch.chdir(work)
+    try:
+        rc = main(args)
+    except SystemExit as exc:  # argparse usage errors
+        rc = exc.code
+    assert rc == code
+    line = _error_line(capsys.readouterr().err)
+    assert ": error: " in line and needle in line
+    assert not (work / "x.csv").exists()
+
+
+def test_missing_file_through_the_console_entry_point(tmp_path: Path) -> None:
+    done = _cli("sample", "nowhere.tsyn", "-n", "3", "-o", "out.csv", cwd=tmp_path)
+    assert done.returncode == 1
+    assert _error_line(done.stderr) == "tabsynth: error: model file 'nowhere.tsyn' does not exist"
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_help_is_fast_and_has_examples() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from tabsynth.cli.main import build_parser\n"
+        "p = build_parser()\n"
+        "for cmd in ['inspect', 'fit', 'sample', 'evaluate', 'benchmark', 'demo']:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        try: p.parse_args([cmd, '--help'])\n"
+        "        except SystemExit: pass\n"
+        "    assert 'examples:' in out.getvalue(), cmd\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'sklearn') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"  # no heavy import just to print help
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def test_condition_values_are_parsed_against_the_column_kind() -> None:
+    df = pd.DataFrame(
+        {
+            "code": pd.Series([1, 2, 3, 1] * 5).astype("category"),
+            "flag": [True, False] * 10,
+            "n": np.arange(20),
+            "x": np.linspace(0, 1, 20),
+            "when": pd.date_range("2021-01-01", periods=20, freq="D"),
+        }
+    )
+    meta = Metadata.infer(df)
+    items = [
+        parse_condition(t) for t in ("code=3", "flag=Yes", "n=4", "x=0.2..", "when=2021-01-05")
+    ]
+    out = resolve_conditions(items, meta)
+    assert out["code"] == 3 and not isinstance(out["code"], str)
+    assert out["flag"] is True
+    assert out["n"] == 4
+    assert out["x"] == (0.2, None)
+    lo, hi = out["when"]
+    assert lo == pd.Timestamp("2021-01-05") and hi < pd.Timestamp("2021-01-06") < hi + pd.Timedelta(
+        1, "s"
+    )
+    with pytest.raises(CLIError, match="empty range"):
+        resolve_conditions([("n", "5..2")], meta)
+    with pytest.raises(CLIError, match="not true/false"):
+        resolve_conditions([("flag", "maybe")], meta)
+    with pytest.raises(ValueError, match="no value"):
+        parse_condition("n=")
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz", "t.parquet"])
+def test_chunked_writer_round_trips_and_is_atomic(tmp_path: Path, name: str) -> None:
+    chunks = [
+        pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}),
+        pd.DataFrame({"a": [3.0, 4.0], "b": [None, None]}),  # an all-missing column in a chunk
+    ]
+    target = tmp_path / name
+    with ChunkedTableWriter(target) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+    back = pd.read_parquet(target) if name.endswith("parquet") else pd.read_csv(target)
+    assert back["a"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert back["b"].isna().tolist() == [False, False, True, True]
+
+    target.write_text("old")  # a failed write leaves the previous file and no temp file
+    with pytest.raises(RuntimeError), ChunkedTableWriter(target) as writer:
+        writer.write(chunks[0])
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+# -- benchmark --------------------------------------------------------------------------------
+def test_split_is_stratified_and_fixed() -> None:
+    from tabsynth.cli.benchmark import split_table
+
+    df = pd.DataFrame({"x": np.arange(200), "y": [True] * 20 + [False] * 180})
+    train, test, note = split_table(df, "y", "binary", seed=0)
+    assert (len(train), len(test), note) == (160, 40, "")
+    assert test["y"].sum() == 4  # 10 % positives on both sides
+    again, _, _ = split_table(df, "y", "binary", seed=0)
+    pd.testing.assert_frame_equal(train, again)
+
+
+def test_benchmark_suite_writes_its_three_outputs(tmp_path: Path) -> None:
+    from tabsynth.cli.benchmark import BenchmarkConfig, DatasetSpec, run_benchmark
+
+    cfg = BenchmarkConfig(
+        datasets=[DatasetSpec("patients", "demo", "readmitted_30d", task="binary", rows=250)],
+        models=["tvae", "gaussiancopula"],
+        epochs=1,
+        seeds=[0],
+        batch_size=50,
+        anchor_python=sys.executable,  # the test venv has no sdv: that cell is skipped
+        metrics=["fidelity", "utility"],
+    )
+    logged: list[str] = []
+    rows = run_benchmark(cfg, tmp_path / "results", log=logged.append)
+    results = pd.read_csv(tmp_path / "results" / "results.csv")
+    assert len(rows) == len(results) == 2
+    ours = results.set_index("model").loc["tvae"]
+    assert ours["status"] == "ok", ours["status"]
+    assert (ours["n_train"], ours["n_test"]) == (200, 50)
+    assert 0 <= ours["column_shapes"] <= 1 and 0 <= ours["utility_synthetic"] <= 1
+    assert ours["fit_s"] > 0 and ours["peak_rss_fit_mib"] > 50
+    skipped = results.set_index("model").loc["gaussiancopula", "status"]
+    if importlib_spec("sdv") is None:
+        assert skipped.startswith("skipped: sdv is not importable")
+    md = (tmp_path / "results" / "results.md").read_text(encoding="utf-8")
+    assert "## patients" in md and "| tvae | ∞ (no DP) | 1/1 |" in md
+    png = (tmp_path / "results" / "utility_vs_epsilon.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def importlib_spec(name: str):
+    import importlib.util
+
+    return importlib.util.find_spec(name)
