@@ -390,11 +390,10 @@ def train_tvae_private(model: Any, private: PrivateFit) -> None:
     params, buffers = module_state(vae)
 
     def loss_one(p: dict, b: dict, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        logits, log_sigma, mu, logvar = torch.func.functional_call(
+        logits, log_sigma, kl = torch.func.functional_call(
             vae, (p, b), (x.unsqueeze(0), noise.unsqueeze(0))
         )
         rec = _tvae._reconstruction_nll(logits, x.unsqueeze(0), log_sigma, lt)
-        kl = _tvae._kl_divergence(mu, logvar)
         return (rf * rec + kw * kl).squeeze(0)
 
     batches = loader.batches(private.steps)
