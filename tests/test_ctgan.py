@@ -87,8 +87,9 @@ def test_batch_size_not_multiple_of_pac_is_rounded(patients: pd.DataFrame) -> No
     assert model.batch_size_ == 100
 
 
-def test_epsilon_refused_until_dp_is_wired(patients: pd.DataFrame) -> None:
-    with pytest.raises(PrivacyError, match="not available yet"):
+def test_epsilon_needs_a_public_schema(patients: pd.DataFrame) -> None:
+    # inferred metadata is learned from the data: DP refuses it and lists what to declare
+    with pytest.raises(PrivacyError, match="public schema.*'age': kind, nullable, lower, upper"):
         CTGAN(epsilon=1.0, **TINY).fit(patients)
 
 

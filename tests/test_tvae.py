@@ -407,8 +407,8 @@ def test_missingness_depends_on_diagnosis_patients():
     assert (shares["real"] - shares["synthetic"]).abs().max() <= 0.05, shares
 
 
-def test_dp_is_refused_until_wired(small_frame):
-    with pytest.raises(tabsynth.errors.PrivacyError):
+def test_dp_refuses_a_schema_learned_from_data(small_frame):
+    with pytest.raises(tabsynth.errors.PrivacyError, match="public schema"):
         fast(epsilon=1.0).fit(small_frame)
 
 
