@@ -324,7 +324,10 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
                 real = next(batches)
                 b = real.shape[0]
                 cond = condition_of(real)
-                G.train(b > 1)  # BatchNorm cannot use batch statistics of 0 or 1 rows
+                # the fakes of a critic step are paired with real rows (their conditions come
+                # from those rows): the generator must not mix rows through BatchNorm batch
+                # statistics nor update its running statistics from them, so it runs in eval
+                G.eval()
                 with torch.no_grad():
                     z = torch.randn(b, emb, generator=gen, device=dev)
                     fake = layout.activate(
