@@ -60,6 +60,7 @@ class _Condition:
             )
         spec = meta[column]
         self.column, self.kind, self.value = column, spec.kind, value
+        self.datetime_format = spec.datetime_format if spec.kind == "datetime" else None
         self.hint = False
         if spec.kind == "id":
             raise SamplingError(f"column {column!r} is an id column; it cannot be conditioned on")
@@ -144,6 +145,8 @@ class _Condition:
         ok = np.array(s.notna(), dtype=bool)  # a copy: pandas may hand out read-only views
         low, high = self.low, self.high
         if self.kind == "datetime":
+            if self.datetime_format is not None:  # dates stored as text in the user's format
+                s = pd.to_datetime(s, format=self.datetime_format, errors="coerce")
             low, high = _align_tz(s, low), _align_tz(s, high)
         if low is not None:
             ok &= s.ge(low).fillna(False).to_numpy(dtype=bool)
