@@ -160,8 +160,12 @@ class NumericEncoder(ColumnEncoder):
         return lo, hi
 
     def _to_units(self, stamp: Any) -> int:
-        ts = pd.Series(pd.to_datetime([stamp], utc=self.spec.timezone is not None))
-        return int(datetime_to_int(ts, self.spec.resolution or "ns")[0])
+        """A bound (ISO string or timestamp) in resolution units; works outside 1677-2262."""
+        ts = pd.Timestamp(stamp)
+        if ts.tzinfo is not None:
+            ts = ts.tz_convert("UTC").tz_localize(None)
+        unit = self.spec.resolution or "ns"
+        return int(ts.to_datetime64().astype(f"datetime64[{unit}]").astype(np.int64))
 
     # contract ---------------------------------------------------------------------------
     def fit(self, s: pd.Series, rng: np.random.Generator) -> NumericEncoder:
