@@ -259,3 +259,21 @@ def importlib_spec(name: str):
     import importlib.util
 
     return importlib.util.find_spec(name)
+
+
+def test_dp_fit_needs_a_declared_schema_and_prints_the_ledger(work: Path) -> None:
+    refused = _cli(
+        "fit", "train.csv", "--model", "tvae", "--epochs", "1", "--epsilon", "3",
+        "-o", "dp.tsyn", cwd=work,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "public schema" in refused.stderr and "--declare-public" in refused.stderr
+    assert not (work / "dp.tsyn").exists()
+
+    done = _cli(
+        "fit", "train.csv", "--model", "tvae", "--epochs", "1", "--batch-size", "100",
+        "--epsilon", "3", "--declare-public", "--seed", "0", "-q", "-o", "dp.tsyn", cwd=work,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "dp-sgd" in done.stdout and "accountant prv" in done.stdout
+    assert (work / "dp.tsyn").exists()

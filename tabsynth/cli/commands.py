@@ -108,6 +108,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     meta = _metadata(args.metadata, df)
+    if getattr(args, "declare_public", False):
+        meta.declare_public()
     timings["metadata"] = time.perf_counter() - t0
 
     params: dict[str, Any] = {
@@ -135,10 +137,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         device = getattr(model, "device_", None)
         if device is not None:
             print(f"device: {device}")
-    if args.epsilon is not None:
-        report = model.privacy_report()
-        print("privacy ledger:")
-        print(report)
+    if args.epsilon is not None and args.quiet:  # a verbose fit has printed it already
+        from tabsynth.models.base import format_privacy_report
+
+        print(format_privacy_report(model.privacy_report()))
     print(f"model written to {out}")
     return 0
 

@@ -123,6 +123,12 @@ def _add_fit(sub: Any) -> None:
     p.add_argument("--batch-size", type=_positive_int, help="rows per batch (default: 500)")
     p.add_argument("--epsilon", type=_positive_float, help="train with DP at this epsilon")
     p.add_argument("--delta", type=_positive_float, help="DP delta (with --epsilon)")
+    p.add_argument(
+        "--declare-public",
+        action="store_true",
+        help="declare every fact of the metadata public knowledge (e.g. from a codebook); "
+        "--epsilon needs a public schema",
+    )
     p.add_argument("--seed", type=_seed, help="random seed (reproducible runs)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)

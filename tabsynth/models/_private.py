@@ -136,7 +136,8 @@ def prepare_private_fit(
             "differential privacy needs a public schema: these facts were learned from the "
             "data and would leak it. Declare them with metadata.update_column(...) (or, if "
             "every inferred fact is public knowledge such as a codebook, "
-            "metadata.declare_public()): " + "; ".join(problems)
+            "metadata.declare_public(); on the command line --declare-public): "
+            + "; ".join(problems)
         )
     rng = np.random.default_rng([seed, 7])
     n_public = metadata.n_rows
