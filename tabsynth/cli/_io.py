@@ -29,12 +29,6 @@ __all__ = [
     "table_format",
 ]
 
-_TABLE_SUFFIXES: dict[str, tuple[str, str | None]] = {
-    ".csv.gz": ("csv", "gzip"),
-    ".csv": ("csv", None),
-    ".parquet": ("parquet", None),
-    ".pq": ("parquet", None),
-}
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 _RANGE = re.compile(r"^(?P<lo>.*?)\.\.(?P<hi>.*)$")
@@ -47,14 +41,12 @@ class CLIError(DataError):
 # -- paths ----------------------------------------------------------------------------------
 def table_format(path: str | os.PathLike[str]) -> tuple[str, str | None]:
     """``(format, compression)`` from the file name; CLIError for anything else."""
-    name = Path(path).name.lower()
-    for suffix, fmt in _TABLE_SUFFIXES.items():
-        if name.endswith(suffix):
-            return fmt
-    raise CLIError(
-        f"cannot tell the table format of {str(path)!r} from its extension; "
-        f"use one of {', '.join(_TABLE_SUFFIXES)}"
-    )
+    from tabsynth.datasets.io import table_format as _table_format  # lazy: keeps --help fast
+
+    try:
+        return _table_format(path)
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def check_input_file(path: str | os.PathLike[str], what: str = "input file") -> Path:

@@ -41,7 +41,9 @@ def _as_path(path: object) -> Path:
         raise DataError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
 
 
-def _format_of(path: Path) -> tuple[str, str | None]:
+def table_format(path: str | os.PathLike) -> tuple[str, str | None]:
+    """``(format, compression)`` from the file name; DataError for anything else."""
+    path = Path(path)
     name = path.name.lower()
     for suffix, fmt in _FORMATS.items():
         if name.endswith(suffix):
@@ -84,7 +86,7 @@ def read_table(path: str | os.PathLike[str], **kwargs: Any) -> pd.DataFrame:
     ``na_values`` or ``columns``).
     """
     path = _as_path(path)
-    fmt, compression = _format_of(path)
+    fmt, compression = table_format(path)
     if not path.exists():
         raise DataError(f"no such file: {str(path)!r}")
     if not path.is_file():
@@ -125,7 +127,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str], **kwargs: Any) -
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"write_table needs a pandas DataFrame, got {type(df).__name__}")
     path = _as_path(path)
-    fmt, compression = _format_of(path)
+    fmt, compression = table_format(path)
     _check_columns(df, fmt)
     if path.is_dir():
         raise DataError(f"cannot write a table to {str(path)!r}: it is a folder")

@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tabsynth._files import atomic_write_bytes
 from tabsynth.errors import DataError, MetadataError
 from tabsynth.metadata.dtypes import dtype_to_str, is_text_dtype, to_python
 
@@ -217,15 +216,7 @@ class Metadata:
         return cls([ColumnSpec.from_dict(c) for c in d["columns"]], n_rows=d.get("n_rows"))
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, indent=2)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Metadata:

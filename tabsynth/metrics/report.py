@@ -6,13 +6,13 @@ import copy
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tabsynth._files import atomic_write_bytes
 from tabsynth.errors import DataError
 
 FORMAT = "tabsynth-report"
@@ -205,19 +205,7 @@ def _utility_rows(values: dict, rows: list[dict]) -> None:
 
 
 def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    """Write through a temporary file in the same folder, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, data)
 
 
 class Report:
