@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("x_peak", "× peak", ".2fx"),
                 *quality_cols,
                 ("epsilon", "ε spent", ".3g"),
+                ("dp_overhead", "DP s/epoch ÷ non-DP", ".2fx"),
             ],
         )
     )
@@ -410,6 +411,9 @@ def _summarise(records: list[dict]) -> list[dict]:
             row["x_epoch"] = C.ratio(anchor["epoch_median_s"], row["epoch_median_s"])
             row["x_sample"] = C.ratio(anchor["sample_s"], row["sample_s"])
             row["x_peak"] = C.ratio(anchor["process_peak_mib"], row["process_peak_mib"])
+        base = rows.get(row["label"].split(" ε=")[0]) if " ε=" in row["label"] else None
+        if base:  # DP overhead: a DP epoch over a non-DP epoch of the same model and batch
+            row["dp_overhead"] = C.ratio(row["epoch_median_s"], base["epoch_median_s"])
     return list(rows.values())
 
 

@@ -32,21 +32,19 @@ from tabsynth.privacy import (
     Calibration,
     DPSGDPlan,
     GaussianPlan,
+    LinearUse,
     PoissonLoader,
     PrivacyLedger,
     calibrate,
+    clip_linear_uses,
     dp_grid_histogram,
     dp_histogram,
     dpsgd_steps,
-    gradient_penalty,
     make_dp_optimizer,
     make_poisson_loader,
-    module_state,
     noisy_count,
-    per_sample_grads,
+    record_linear,
     resolve_delta,
-    single_example,
-    write_grad_samples,
 )
 from tabsynth.transform import TableTransformer
 
@@ -92,6 +90,7 @@ class PrivateFit:
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         max_grad_norm: float,
+        clipping: str = "per_sample",
     ) -> DPOptimizer:
         """The DPOptimizer of the calibrated plan, its steps counted by the budget guard."""
         dp_opt = make_dp_optimizer(
@@ -101,6 +100,7 @@ class PrivateFit:
             max_grad_norm=max_grad_norm,
             expected_batch_size=self.expected_batch,
             generator=generator,
+            clipping=clipping,
         )
         self.calibration.guard(self.ledger).attach(dp_opt)
         return dp_opt
@@ -266,7 +266,9 @@ __all__ = [
     "finish_private_fit",
     "prepare_private_fit",
     "train_ctgan_private",
+    "critic_clipped_grads",
     "train_tvae_private",
+    "tvae_clipped_grads",
 ]
 
 
@@ -276,10 +278,10 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
 
     Per Poisson batch of real rows: each row's condition is derived from that row, each fake is
     generated for that condition (paired 1:1, no permutation), and the per-example loss
-    ``-D(real_i) + D(fake_i) + lambda * GP_i`` is differentiated per example with ``torch.func``
-    (the gradient penalty included), clipped and noised by the DPOptimizer. The critic runs
-    without dropout under DP. The generator step draws its conditions from the DP category
-    frequencies and updates only the generator.
+    ``-D(real_i) + D(fake_i) + lambda * GP_i`` is clipped per example with ghost clipping
+    (``critic_clipped_grads``: the gradient penalty included, exactly) and noised by the
+    DPOptimizer. The critic runs without dropout under DP. The generator step draws its
+    conditions from the DP category frequencies and updates only the generator.
     """
     from tabsynth.models import ctgan as _ctgan  # noqa: PLC0415 - avoid an import cycle
 
@@ -291,26 +293,19 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
         probs = np.concatenate([private.category_probs[c] for c in sampler.columns])
         sampler.set_counts(torch.as_tensor(probs * private.n_estimate, dtype=torch.float64))
     emb, d_steps = int(model.embedding_dim), int(model.discriminator_steps)
+    clip = float(model.max_grad_norm)
     X = torch.as_tensor(private.X, device=dev)
     loader = private.loader(X, _cpu_generator(gen))
     opt_d = private.optimizer(
         D,
         _ctgan._adam(D, model.discriminator_lr, model.discriminator_decay),
         gen,
-        float(model.max_grad_norm),
+        clip,
+        clipping="ghost",
     )
     opt_g = _ctgan._adam(G, model.generator_lr, model.generator_decay)
-    D.eval()  # no dropout inside the per-example functions
-    params, buffers = module_state(D)
+    D.eval()  # no dropout under DP
     lam = float(_ctgan._GP_LAMBDA)
-
-    def critic(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
-        return single_example(D, p, b, x).squeeze()
-
-    def loss_one(p: dict, b: dict, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor):
-        interp = alpha * real + (1 - alpha) * fake
-        gp = gradient_penalty(lambda x: critic(p, b, x), interp)
-        return critic(p, b, fake) - critic(p, b, real) + lam * gp
 
     def condition_of(rows: torch.Tensor) -> torch.Tensor:
         if not has_cond:
@@ -322,7 +317,7 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
         sum_g = 0.0
         for _ in range(private.steps_per_epoch):
             for _k in range(d_steps):
-                real = next(batches)
+                real = next(batches).to(dev)
                 b = real.shape[0]
                 cond = condition_of(real)
                 # the fakes of a critic step are paired with real rows (their conditions come
@@ -336,15 +331,9 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
                     )
                 G.train()
                 alpha = torch.rand(b, 1, generator=gen, device=dev)
-                grads = per_sample_grads(
-                    loss_one,
-                    params,
-                    buffers,
-                    torch.cat([real, cond], 1),
-                    torch.cat([fake, cond], 1),
-                    alpha,
+                critic_clipped_grads(
+                    D, torch.cat([real, cond], 1), torch.cat([fake, cond], 1), alpha, lam, clip
                 )
-                write_grad_samples(D, grads)
                 opt_d.step()
                 opt_d.zero_grad(set_to_none=True)
             # generator step: noise + DP condition frequencies + the (DP) critic only
@@ -373,44 +362,144 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
         model._log_epoch(loss_g=sum_g / max(private.steps_per_epoch, 1))
 
 
+def _critic_layers(D: nn.Module) -> tuple[list[nn.Linear], list[float]]:
+    """The Linear layers of a CTGAN critic and the leaky slope after each hidden one.
+
+    Refuses anything the closed form below does not cover (active dropout, other layers, a
+    pack of several rows per example).
+    """
+    from tabsynth.models import _nn as nn_helpers  # noqa: PLC0415
+    from tabsynth.models import ctgan as _ctgan  # noqa: PLC0415
+
+    if getattr(D, "pac", 1) != 1:
+        raise PrivacyError("DP critic: pac must be 1 (a pack would mix records in one gradient)")
+    linears: list[nn.Linear] = []
+    slopes: list[float] = []
+    for m in D.seq:
+        if isinstance(m, nn.Linear):
+            linears.append(m)
+        elif isinstance(m, _ctgan._LeakyReLU):
+            slopes.append(m.slope)
+        elif isinstance(m, nn_helpers.SeededDropout) and (not m.training or m.p == 0):
+            continue
+        else:
+            raise PrivacyError(f"DP critic: layer {type(m).__name__} is not supported")
+    if len(slopes) != len(linears) - 1 or linears[-1].out_features != 1:
+        raise PrivacyError("DP critic: expected Linear/LeakyReLU blocks and a 1-unit output")
+    return linears, slopes
+
+
+@torch.no_grad()
+def critic_clipped_grads(
+    D: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    alpha: torch.Tensor,
+    lam: float,
+    max_grad_norm: float,
+) -> torch.Tensor:
+    """Clip each example's gradient of ``D(fake_i) - D(real_i) + lam * GP_i`` and write the
+    clipped sum into the critic's ``p.grad``; returns the per-example norms before clipping.
+
+    Closed form for a LeakyReLU MLP (exact almost everywhere: the slope pattern is piecewise
+    constant). With ``delta_l`` the gradient of the critic output at layer l's pre-activation
+    and ``a_{l-1}`` the layer input, the real and fake terms contribute ``-/+ delta_l a_{l-1}^T``.
+    The penalty ``lam (||v|| - 1)^2`` with ``v = dD/dx`` at the interpolate depends on the
+    weights only through ``v = W_1^T M_1 W_2^T ... w_L``, so its gradient w.r.t. ``W_l`` is
+    ``delta_l t_{l-1}^T``, where ``t`` is ``rho = 2 lam (||v|| - 1) v / ||v||`` pushed forward
+    through the network's linear maps and slope masks (a Jacobian-vector product). Every term
+    is rank one per example, so ``clip_linear_uses`` clips them together exactly.
+    """
+    linears, slopes = _critic_layers(D)
+    b = real.shape[0]
+    if b == 0:
+        for p in D.parameters():
+            p.grad = torch.zeros_like(p)
+        return real.new_zeros(0)
+    interp = alpha * real + (1 - alpha) * fake
+    x = torch.cat([real, fake, interp], 0)
+    inputs, masks = [], []
+    for i, layer in enumerate(linears):
+        inputs.append(x)
+        x = (
+            torch.addmm(layer.bias, x, layer.weight.t())
+            if layer.bias is not None
+            else x @ layer.weight.t()
+        )
+        if i < len(slopes):
+            m = torch.where(x > 0, 1.0, slopes[i]).to(x.dtype)
+            masks.append(m)
+            x = x * m
+    # backward of the critic output for every row (3b): delta_l = d out / d h_l
+    deltas = [None] * len(linears)
+    d = x.new_ones(3 * b, 1)
+    for i in range(len(linears) - 1, -1, -1):
+        deltas[i] = d
+        if i > 0:
+            d = (d @ linears[i].weight) * masks[i - 1]
+    v = deltas[0][2 * b :] @ linears[0].weight  # dD/dx at the interpolates
+    norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    rho = 2.0 * lam * (norm - 1.0) * v / norm.clamp_min(1e-12)
+    uses: list[LinearUse] = []
+    t = rho
+    for i, layer in enumerate(linears):
+        a, dl = inputs[i], deltas[i]
+        uses.append(LinearUse(layer, a[:b], -dl[:b]))
+        uses.append(LinearUse(layer, a[b : 2 * b], dl[b : 2 * b]))
+        uses.append(LinearUse(layer, t, dl[2 * b :], bias=False))
+        if i < len(slopes):
+            t = (t @ layer.weight.t()) * masks[i][2 * b :]
+    return clip_linear_uses(uses, max_grad_norm, module=D)
+
+
 def train_tvae_private(model: Any, private: PrivateFit) -> None:
     """DP-SGD for the whole VAE (encoder, decoder and log-scales under one DPOptimizer).
 
-    The per-example ELBO (reconstruction NLL + weighted KL, un-averaged) is differentiated per
-    example with ``torch.func``; the reparameterisation noise is drawn outside from the model's
-    generator and passed in, so every per-sample gradient depends on one record only.
+    Every trainable parameter is a Linear weight or bias used once per forward, so each
+    example's gradient is exactly clipped by ghost clipping (``privacy.ghost``): the summed
+    per-row ELBO (reconstruction NLL + weighted KL, un-averaged) is differentiated with respect
+    to the Linear outputs, the per-example norms come from ``||g_i|| ||a_i||`` and the clipped
+    sum is one matmul per layer -- no per-sample gradient is materialised. The
+    reparameterisation noise is drawn from the model's generator, one row per example, so
+    every row of the loss depends on one record only.
     """
-    from tabsynth.models import tvae as _tvae  # noqa: PLC0415 - avoid an import cycle
-
     gen, dev = model._train_generator, model.device_
-    vae, lt = model.vae_, model._lt
+    vae = model.vae_
     emb = int(model.embedding_dim)
-    rf, kw = float(model.loss_factor), float(model.kl_weight)
+    clip = float(model.max_grad_norm)
     Xp = torch.as_tensor(private.X, device=dev)[:, model._perm].contiguous()
     loader = private.loader(Xp, _cpu_generator(gen))
+    from tabsynth.models import tvae as _tvae  # noqa: PLC0415 - avoid an import cycle
+
     opt = private.optimizer(
-        vae, _tvae._adam(vae.parameters(), float(model.l2scale)), gen, float(model.max_grad_norm)
+        vae, _tvae._adam(vae.parameters(), float(model.l2scale)), gen, clip, clipping="ghost"
     )
-    params, buffers = module_state(vae)
-
-    def loss_one(p: dict, b: dict, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        logits, log_sigma, kl = torch.func.functional_call(
-            vae, (p, b), (x.unsqueeze(0), noise.unsqueeze(0))
-        )
-        rec = _tvae._reconstruction_nll(logits, x.unsqueeze(0), log_sigma, lt)
-        return (rf * rec + kw * kl).squeeze(0)
-
     batches = loader.batches(private.steps)
     for _epoch in model._epochs():
         for _ in range(private.steps_per_epoch):
-            xb = next(batches)
+            xb = next(batches).to(dev)
             noise = torch.randn(xb.shape[0], emb, generator=gen, device=dev)
-            grads = per_sample_grads(loss_one, params, buffers, xb, noise)
-            write_grad_samples(vae, grads)
+            tvae_clipped_grads(model, xb, noise, clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             vae.log_scale.clamp_()
         model._log_epoch()  # no real-data loss is logged under DP
+
+
+def tvae_clipped_grads(
+    model: Any, xb: torch.Tensor, noise: torch.Tensor, max_grad_norm: float
+) -> torch.Tensor:
+    """Write the clipped sum of the per-example ELBO gradients into ``p.grad`` of the VAE and
+    return the per-example norms before clipping (an empty batch writes zeros)."""
+    vae = model.vae_
+    if xb.shape[0] == 0:
+        for p in vae.parameters():
+            p.grad = torch.zeros_like(p)
+        return xb.new_zeros(0)
+    rf, kw = float(model.loss_factor), float(model.kl_weight)
+    with record_linear(vae) as tape:
+        rec, kl = model._loss_terms(xb, noise)
+    return clip_linear_uses(tape.uses(rf * rec + kw * kl), max_grad_norm, module=vae)
 
 
 def _cpu_generator(device_generator: torch.Generator) -> torch.Generator:

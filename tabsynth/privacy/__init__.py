@@ -25,6 +25,7 @@ from tabsynth.privacy.dpsgd import (
     validate_dp_module,
     write_grad_samples,
 )
+from tabsynth.privacy.ghost import LinearTape, LinearUse, clip_linear_uses, record_linear
 from tabsynth.privacy.ledger import ADJACENCY, UNIT, Mechanism, PrivacyLedger, compose_epsilon
 from tabsynth.privacy.mechanisms import (
     OTHER,
@@ -52,12 +53,15 @@ __all__ = [
     "GaussianPlan",
     "GridRelease",
     "HistogramRelease",
+    "LinearTape",
+    "LinearUse",
     "Mechanism",
     "PoissonLoader",
     "PrivacyLedger",
     "calibrate",
     "calibrate_noise",
     "category_counts",
+    "clip_linear_uses",
     "compose_epsilon",
     "dp_category_domain",
     "dp_grid_histogram",
@@ -72,6 +76,7 @@ __all__ = [
     "noisy_count",
     "per_sample_grads",
     "quantiles_from_histogram",
+    "record_linear",
     "resolve_delta",
     "secure_generator",
     "single_example",

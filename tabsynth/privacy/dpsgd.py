@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from opacus.data_loader import DPDataLoader
 from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer_fast_gradient_clipping import DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
 from opacus.validators.errors import UnsupportedModuleError
 from torch import nn
@@ -299,15 +300,22 @@ def make_dp_optimizer(
     expected_batch_size: int,
     generator: torch.Generator | None = None,
     secure_mode: bool = False,
+    clipping: str = "per_sample",
 ) -> DPOptimizer:
     """Wrap ``optimizer`` (over exactly ``module``'s trainable parameters) in an Opacus
     ``DPOptimizer``: clip each per-sample gradient to ``max_grad_norm``, add
     N(0, (noise_multiplier * max_grad_norm)^2) and divide by the EXPECTED batch size, so the
     realised Poisson batch size never enters the update.
 
-    Feed it with ``write_grad_samples`` (the no_op pattern). Noise comes from ``generator``
-    (seeded, on the parameters' device) or, with ``secure_mode=True``, from torchcsprng.
+    ``clipping="per_sample"``: feed it with ``write_grad_samples`` (the no_op pattern; Opacus
+    clips). ``clipping="ghost"``: the caller writes the already clipped SUM of per-sample
+    gradients into ``p.grad`` (``ghost.clip_linear_uses``) and the returned
+    ``DPOptimizerFastGradientClipping`` only adds the noise and divides. Noise comes from
+    ``generator`` (seeded, on the parameters' device) or, with ``secure_mode=True``, from
+    torchcsprng.
     """
+    if clipping not in ("per_sample", "ghost"):
+        raise PrivacyError(f"clipping must be 'per_sample' or 'ghost', got {clipping!r}")
     validate_dp_module(module)
     trainable = {id(p) for p in module.parameters() if p.requires_grad}
     in_opt = {id(p) for g in optimizer.param_groups for p in g["params"] if p.requires_grad}
@@ -334,7 +342,8 @@ def make_dp_optimizer(
         raise PrivacyError(
             "make_dp_optimizer needs a seeded torch.Generator (generator=) or secure_mode=True"
         )
-    return DPOptimizer(
+    cls = DPOptimizer if clipping == "per_sample" else DPOptimizerFastGradientClipping
+    return cls(
         optimizer,
         noise_multiplier=sigma,
         max_grad_norm=clip,
