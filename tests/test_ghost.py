@@ -188,5 +188,53 @@ def test_ctgan_critic_closed_form_refuses_packs_and_active_dropout():
     with pytest.raises(PrivacyError, match="pac must be 1"):
         _private.critic_clipped_grads(packed, x, x, x[:, :1], 10.0, 1.0)
     dropout = _Discriminator(3, (4,), 1, lambda: torch.Generator()).train()
-    with pytest.raises(PrivacyError, match="SeededDropout is not supported"):
+    with pytest.raises(PrivacyError, match="eval mode"):
         _private.critic_clipped_grads(dropout, x, x, x[:, :1], 10.0, 1.0)
+
+
+def test_ctgan_critic_closed_form_with_packs_and_dropout_matches_autograd():
+    """Non-DP training sums the same terms: with pac=2 and dropout, the closed-form gradient of
+    the batch loss equals autograd's double backward with the same dropout masks."""
+    from tabsynth.models import _nn
+    from tabsynth.models.ctgan import _Discriminator
+    from tabsynth.privacy import write_linear_grads
+
+    gen = torch.Generator().manual_seed(5)
+    drop_gen = torch.Generator().manual_seed(6)
+    D = _Discriminator(3, (8, 5), 2, lambda: drop_gen)
+    _nn.reset_parameters(D, gen)
+    D.train()
+    n = 6  # packs of 2 rows of 3 features
+    real, fake = torch.randn(n, 6, generator=gen), torch.randn(n, 6, generator=gen)
+    alpha = torch.rand(n, 1, generator=gen)
+    lam = 10.0
+    replay = drop_gen.get_state()
+    terms = D.wgan_gp_terms(real, fake, alpha, lam)
+    write_linear_grads(terms.uses, 1.0 / n)
+    got = {k: p.grad.clone() for k, p in D.named_parameters()}
+
+    # reference: the same masks (drawn in the same order), autograd with create_graph
+    drop_gen.set_state(replay)
+    linears = [m for m in D.seq if isinstance(m, nn.Linear)]
+    masks = [
+        (torch.rand(3 * n, m.out_features, generator=drop_gen) < 0.5) * 2.0 for m in linears[:-1]
+    ]
+
+    def critic(x, rows):
+        for layer, mask in zip(linears[:-1], masks, strict=True):
+            x = torch.nn.functional.leaky_relu(layer(x), 0.2) * mask[rows]
+        return linears[-1](x).squeeze(1)
+
+    D.zero_grad(set_to_none=True)
+    interp = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (g,) = torch.autograd.grad(critic(interp, slice(2 * n, 3 * n)).sum(), interp, create_graph=True)
+    penalty = (g.norm(dim=1) - 1) ** 2
+    loss = (
+        critic(fake, slice(n, 2 * n)).mean()
+        - critic(real, slice(0, n)).mean()
+        + lam * penalty.mean()
+    )
+    loss.backward()
+    torch.testing.assert_close(terms.penalty, penalty.detach(), rtol=1e-5, atol=1e-6)
+    for k, p in D.named_parameters():
+        torch.testing.assert_close(got[k], p.grad, rtol=1e-4, atol=1e-6)

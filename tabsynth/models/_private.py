@@ -32,7 +32,6 @@ from tabsynth.privacy import (
     Calibration,
     DPSGDPlan,
     GaussianPlan,
-    LinearUse,
     PoissonLoader,
     PrivacyLedger,
     calibrate,
@@ -307,10 +306,11 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
     D.eval()  # no dropout under DP
     lam = float(_ctgan._GP_LAMBDA)
 
-    def condition_of(rows: torch.Tensor) -> torch.Tensor:
+    def condition_of(rows: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         if not has_cond:
-            return rows.new_zeros(rows.shape[0], 0)
-        return sampler.one_hot(sampler.conditions_of_rows(rows, gen))
+            return None, rows.new_zeros(rows.shape[0], 0)
+        g = sampler.conditions_of_rows(rows, gen)
+        return g, sampler.one_hot(g)
 
     batches = loader.batches(private.steps)
     for _epoch in model._epochs():
@@ -319,16 +319,14 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
             for _k in range(d_steps):
                 real = next(batches).to(dev)
                 b = real.shape[0]
-                cond = condition_of(real)
+                g_real, cond = condition_of(real)
                 # the fakes of a critic step are paired with real rows (their conditions come
                 # from those rows): the generator must not mix rows through BatchNorm batch
                 # statistics nor update its running statistics from them, so it runs in eval
                 G.eval()
                 with torch.no_grad():
                     z = torch.randn(b, emb, generator=gen, device=dev)
-                    fake = layout.activate(
-                        G(torch.cat([z, cond], 1)), tau=_ctgan._TAU, generator=gen
-                    )
+                    fake = layout.activate(G(z, g_real), tau=_ctgan._TAU, generator=gen)
                 G.train()
                 alpha = torch.rand(b, 1, generator=gen, device=dev)
                 critic_clipped_grads(
@@ -346,7 +344,7 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
             else:
                 g, cond = None, torch.zeros(B, 0, device=dev)
             z = torch.randn(B, emb, generator=gen, device=dev)
-            logits = G(torch.cat([z, cond], 1))
+            logits = G(z, g)
             fake = layout.activate(logits, tau=_ctgan._TAU, generator=gen)
             for p in D.parameters():
                 p.requires_grad_(False)
@@ -362,34 +360,6 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
         model._log_epoch(loss_g=sum_g / max(private.steps_per_epoch, 1))
 
 
-def _critic_layers(D: nn.Module) -> tuple[list[nn.Linear], list[float]]:
-    """The Linear layers of a CTGAN critic and the leaky slope after each hidden one.
-
-    Refuses anything the closed form below does not cover (active dropout, other layers, a
-    pack of several rows per example).
-    """
-    from tabsynth.models import _nn as nn_helpers  # noqa: PLC0415
-    from tabsynth.models import ctgan as _ctgan  # noqa: PLC0415
-
-    if getattr(D, "pac", 1) != 1:
-        raise PrivacyError("DP critic: pac must be 1 (a pack would mix records in one gradient)")
-    linears: list[nn.Linear] = []
-    slopes: list[float] = []
-    for m in D.seq:
-        if isinstance(m, nn.Linear):
-            linears.append(m)
-        elif isinstance(m, _ctgan._LeakyReLU):
-            slopes.append(m.slope)
-        elif isinstance(m, nn_helpers.SeededDropout) and (not m.training or m.p == 0):
-            continue
-        else:
-            raise PrivacyError(f"DP critic: layer {type(m).__name__} is not supported")
-    if len(slopes) != len(linears) - 1 or linears[-1].out_features != 1:
-        raise PrivacyError("DP critic: expected Linear/LeakyReLU blocks and a 1-unit output")
-    return linears, slopes
-
-
-@torch.no_grad()
 def critic_clipped_grads(
     D: nn.Module,
     real: torch.Tensor,
@@ -401,55 +371,23 @@ def critic_clipped_grads(
     """Clip each example's gradient of ``D(fake_i) - D(real_i) + lam * GP_i`` and write the
     clipped sum into the critic's ``p.grad``; returns the per-example norms before clipping.
 
-    Closed form for a LeakyReLU MLP (exact almost everywhere: the slope pattern is piecewise
-    constant). With ``delta_l`` the gradient of the critic output at layer l's pre-activation
-    and ``a_{l-1}`` the layer input, the real and fake terms contribute ``-/+ delta_l a_{l-1}^T``.
-    The penalty ``lam (||v|| - 1)^2`` with ``v = dD/dx`` at the interpolate depends on the
-    weights only through ``v = W_1^T M_1 W_2^T ... w_L``, so its gradient w.r.t. ``W_l`` is
-    ``delta_l t_{l-1}^T``, where ``t`` is ``rho = 2 lam (||v|| - 1) v / ||v||`` pushed forward
-    through the network's linear maps and slope masks (a Jacobian-vector product). Every term
-    is rank one per example, so ``clip_linear_uses`` clips them together exactly.
+    The terms come in closed form from ``_Discriminator.wgan_gp_terms`` (rank one per example
+    and layer, the gradient penalty's second-order term included), so ``clip_linear_uses``
+    clips the exact per-example gradient without materialising it. One example per critic
+    input (pac = 1) and no dropout, else the gradient of one example would mix records or
+    the clipped sum would not match the update.
     """
-    linears, slopes = _critic_layers(D)
+    if getattr(D, "pac", 1) != 1:
+        raise PrivacyError("DP critic: pac must be 1 (a pack would mix records in one gradient)")
+    if D.training:
+        raise PrivacyError("DP critic: run it in eval mode (no dropout under DP)")
     b = real.shape[0]
     if b == 0:
         for p in D.parameters():
             p.grad = torch.zeros_like(p)
         return real.new_zeros(0)
-    interp = alpha * real + (1 - alpha) * fake
-    x = torch.cat([real, fake, interp], 0)
-    inputs, masks = [], []
-    for i, layer in enumerate(linears):
-        inputs.append(x)
-        x = (
-            torch.addmm(layer.bias, x, layer.weight.t())
-            if layer.bias is not None
-            else x @ layer.weight.t()
-        )
-        if i < len(slopes):
-            m = torch.where(x > 0, 1.0, slopes[i]).to(x.dtype)
-            masks.append(m)
-            x = x * m
-    # backward of the critic output for every row (3b): delta_l = d out / d h_l
-    deltas = [None] * len(linears)
-    d = x.new_ones(3 * b, 1)
-    for i in range(len(linears) - 1, -1, -1):
-        deltas[i] = d
-        if i > 0:
-            d = (d @ linears[i].weight) * masks[i - 1]
-    v = deltas[0][2 * b :] @ linears[0].weight  # dD/dx at the interpolates
-    norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
-    rho = 2.0 * lam * (norm - 1.0) * v / norm.clamp_min(1e-12)
-    uses: list[LinearUse] = []
-    t = rho
-    for i, layer in enumerate(linears):
-        a, dl = inputs[i], deltas[i]
-        uses.append(LinearUse(layer, a[:b], -dl[:b]))
-        uses.append(LinearUse(layer, a[b : 2 * b], dl[b : 2 * b]))
-        uses.append(LinearUse(layer, t, dl[2 * b :], bias=False))
-        if i < len(slopes):
-            t = (t @ layer.weight.t()) * masks[i][2 * b :]
-    return clip_linear_uses(uses, max_grad_norm, module=D)
+    terms = D.wgan_gp_terms(real, fake, alpha, lam)
+    return clip_linear_uses(terms.uses, max_grad_norm, module=D)
 
 
 def train_tvae_private(model: Any, private: PrivateFit) -> None:

@@ -25,7 +25,13 @@ from tabsynth.privacy.dpsgd import (
     validate_dp_module,
     write_grad_samples,
 )
-from tabsynth.privacy.ghost import LinearTape, LinearUse, clip_linear_uses, record_linear
+from tabsynth.privacy.ghost import (
+    LinearTape,
+    LinearUse,
+    clip_linear_uses,
+    record_linear,
+    write_linear_grads,
+)
 from tabsynth.privacy.ledger import ADJACENCY, UNIT, Mechanism, PrivacyLedger, compose_epsilon
 from tabsynth.privacy.mechanisms import (
     OTHER,
@@ -84,4 +90,5 @@ __all__ = [
     "threshold_for_delta",
     "validate_dp_module",
     "write_grad_samples",
+    "write_linear_grads",
 ]

@@ -25,7 +25,7 @@ from torch import nn
 
 from tabsynth.errors import PrivacyError
 
-__all__ = ["LinearTape", "LinearUse", "clip_linear_uses", "record_linear"]
+__all__ = ["LinearTape", "LinearUse", "clip_linear_uses", "record_linear", "write_linear_grads"]
 
 #: Opacus' clip factor: min(1, C / (norm + 1e-6))
 _CLIP_EPS = 1e-6
@@ -84,18 +84,33 @@ def clip_linear_uses(
                 sq += gb.pow(2).sum(1)
     norms = sq.clamp_min(0.0).sqrt()
     factor = (float(max_grad_norm) / (norms + _CLIP_EPS)).clamp(max=1.0)
+    write_linear_grads(uses, factor)
+    return norms
+
+
+def write_linear_grads(uses: Sequence[LinearUse], row_scale: torch.Tensor | float = 1.0) -> None:
+    """``p.grad = sum over uses and rows of row_scale_i * g_i a_i^T`` (bias: ``row_scale_i g_i``)
+    for every layer in ``uses``: one matmul per layer. ``row_scale`` is a scalar or (b,)."""
+    by_layer: dict[nn.Linear, list[LinearUse]] = {}
+    for u in uses:
+        by_layer.setdefault(u.layer, []).append(u)
     for layer, us in by_layer.items():
-        g = torch.cat([u.grad_out for u in us], 0) * factor.repeat(len(us)).unsqueeze(1)
+        scale = row_scale
+        if isinstance(row_scale, torch.Tensor):
+            scale = row_scale.repeat(len(us)).unsqueeze(1)
+        g = torch.cat([u.grad_out for u in us], 0) * scale
         a = torch.cat([u.inputs for u in us], 0)
         if layer.weight.requires_grad:
             layer.weight.grad = (g.t() @ a).to(layer.weight.dtype)
         if layer.bias is not None and layer.bias.requires_grad:
             gb = _bias_grad(us)
-            clipped = (
-                torch.zeros_like(layer.bias) if gb is None else (factor.unsqueeze(1) * gb).sum(0)
-            )
+            if gb is None:
+                clipped = torch.zeros_like(layer.bias)
+            elif isinstance(row_scale, torch.Tensor):
+                clipped = (row_scale.unsqueeze(1) * gb).sum(0)
+            else:
+                clipped = gb.sum(0) * row_scale
             layer.bias.grad = clipped.to(layer.bias.dtype)
-    return norms
 
 
 def _bias_grad(us: Sequence[LinearUse]) -> torch.Tensor | None:
