@@ -205,6 +205,34 @@ def test_span_activation_groups(fitted: CTGAN) -> None:
             torch.testing.assert_close(plain[:, sl], torch.softmax(x[:, sl], 1))
 
 
+def test_sampling_draw_follows_the_softmax_with_exact_one_hots() -> None:
+    """``SpanLayout.draw`` (sampling decode) gives exact one-hots, never a padded slot, and
+    category frequencies equal softmax(logits) -- the law of the Gumbel-softmax argmax."""
+
+    class S:
+        def __init__(self, start, width, activation):
+            self.start, self.width, self.activation, self.column = start, width, activation, "c"
+
+    spans = [S(0, 1, "tanh"), S(1, 3, "softmax"), S(4, 2, "softmax"), S(6, 4, "softmax")]
+    layout = SpanLayout(spans, 10)
+    n = 40_000
+    logits = torch.tensor([0.3, 1.0, 0.0, -1.0, 2.0, 2.0, -3.0, 0.5, 0.0, 1.5]).repeat(n, 1)
+    out = layout.draw(logits, torch.Generator().manual_seed(0))
+    assert out.shape == (n, 10)
+    torch.testing.assert_close(out[:, 0], torch.tanh(logits[:, 0]))
+    for s in spans[1:]:
+        block = out[:, s.start : s.start + s.width]
+        assert set(block.unique().tolist()) <= {0.0, 1.0}
+        torch.testing.assert_close(block.sum(1), torch.ones(n))
+        expected = torch.softmax(logits[0, s.start : s.start + s.width], 0)
+        freq = block.mean(0)
+        assert (freq - expected).abs().max() < 4 * float(
+            (expected * (1 - expected) / n).max().sqrt()
+        ) + 1e-3
+    again = layout.draw(logits, torch.Generator().manual_seed(0))
+    assert torch.equal(again, out)  # seeded: reproducible
+
+
 def test_conditional_vector_reaches_the_generator(fitted: CTGAN) -> None:
     seen = []
     original = fitted._generate

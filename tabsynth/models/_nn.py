@@ -182,3 +182,26 @@ class SpanLayout:
             block = z.index_select(1, pad).view(b, n, width)
             parts.append(torch.softmax(block, dim=-1).view(b, -1).index_select(1, valid))
         return torch.cat(parts, dim=1).index_select(1, inverse)
+
+    @torch.no_grad()
+    def draw(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Sampling-time decode: tanh on scalar spans and, per one-hot span, a category drawn
+        from ``softmax(logits)`` written as an exact one-hot.
+
+        Same law as the argmax of a Gumbel-softmax sample (the Gumbel-max trick; the
+        temperature does not move the argmax), with one uniform per span and row (inverse
+        CDF) instead of one Gumbel draw per category and row.
+        """
+        tanh, inverse, buckets = self._indices(logits.device)
+        b = logits.shape[0]
+        out = logits.new_zeros(b, self.output_dim + 1)  # the extra column absorbs padding
+        out[:, tanh] = torch.tanh(logits.index_select(1, tanh))
+        z = F.pad(logits, (0, 1), value=float("-inf"))
+        for n, width, pad, _valid in buckets:
+            cdf = torch.softmax(z.index_select(1, pad).view(b, n, width), dim=-1).cumsum_(-1)
+            u = torch.rand(b, n, 1, generator=generator, device=logits.device)
+            u.mul_(cdf[:, :, -1:])  # the cumulative sum may end a rounding error below 1
+            pick = torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=width - 1)
+            cols = pad.view(n, width).gather(1, pick.t()).t()  # (b, n) output columns
+            out.scatter_(1, cols, 1.0)
+        return out[:, : self.output_dim]

@@ -97,6 +97,9 @@ class BaseSynthesizer:
     _json_attrs: ClassVar[tuple[str, ...]] = ()
     #: rows decoded per chunk at sampling time (bounds memory for very large requests)
     _sample_chunk: ClassVar[int] = 50_000
+    #: rows per network forward inside a chunk: activations stay in cache and allocator blocks
+    #: are reused (26k rows at once were ~45% slower on CPU than slices of 2048)
+    _forward_chunk: ClassVar[int] = 2048
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -405,9 +408,11 @@ class BaseSynthesizer:
         with torch.no_grad():
             for start in range(0, n, self._sample_chunk):
                 size = min(self._sample_chunk, n - start)
-                out = self._generate(size, cond, generator)
-                if isinstance(out, torch.Tensor):
-                    out = out.detach().to("cpu", torch.float32).numpy()
+                out = np.empty((size, self.transformer_.output_dim_), dtype=np.float32)
+                for lo in range(0, size, self._forward_chunk):
+                    hi = min(lo + self._forward_chunk, size)
+                    part = self._generate(hi - lo, cond, generator)
+                    out[lo:hi] = part.detach().to("cpu", torch.float32).numpy()
                 seed = int(
                     torch.randint(2**62, (1,), generator=generator, device=generator.device).item()
                 )

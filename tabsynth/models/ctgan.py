@@ -552,7 +552,7 @@ class CTGAN(BaseSynthesizer):
                 g = sampler.draw_conditions(n, generator, log_frequency=False, training=False)
             else:
                 g = torch.full((n,), g_fixed, dtype=torch.long, device=dev)
-        out = self._layout.activate(self.generator_(z, g), tau=_TAU, generator=generator)
+        out = self._layout.draw(self.generator_(z, g), generator)
         self._active_generator = None
         return out
 
