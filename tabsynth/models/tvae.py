@@ -426,9 +426,10 @@ class TVAE(BaseSynthesizer):
         for _epoch in self._epochs():
             sum_rec = torch.zeros((), device=dev)
             sum_kl = torch.zeros((), device=dev)
-            order = torch.randperm(n, generator=gen, device=dev)
+            # one gather per epoch, then contiguous batch views (not one gather per batch)
+            shuffled = Xp[torch.randperm(n, generator=gen, device=dev)]
             for start in range(0, n, B):
-                xb = Xp[order[start : start + B]]
+                xb = shuffled[start : start + B]
                 noise = torch.randn(xb.shape[0], emb, generator=gen, device=dev)
                 rec, kl = self._loss_terms(xb, noise)
                 rec_sum, kl_sum = rec.sum(), kl.sum()
