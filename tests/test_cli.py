@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tabsynth
 from tabsynth.cli._io import ChunkedTableWriter, CLIError, parse_condition, resolve_conditions
 from tabsynth.cli.main import main
 from tabsynth.datasets import make_patients, write_table
@@ -277,3 +278,23 @@ def test_dp_fit_needs_a_declared_schema_and_prints_the_ledger(work: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "dp-sgd" in done.stdout and "accountant prv" in done.stdout
     assert (work / "dp.tsyn").exists()
+
+
+def test_dp_fit_can_derive_category_lists_with_dp(work: Path) -> None:
+    """--declare-public --dp-domains: every fact public except the inferred category lists,
+    which are released by thresholded noisy histograms (one ledger row per column)."""
+    bad = _cli(
+        "fit", "train.csv", "--model", "tvae", "--dp-domains", "-o", "x.tsyn", cwd=work,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "--dp-domains needs --epsilon" in bad.stderr
+    write_table(make_patients(5000, random_state=2), work / "big.csv")
+    done = _cli(
+        "fit", "big.csv", "--model", "tvae", "--epochs", "1", "--batch-size", "1000",
+        "--epsilon", "10", "--declare-public", "--dp-domains", "--seed", "0", "-q",
+        "-o", "dpd.tsyn", cwd=work,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "category-domain:" in done.stdout
+    model = tabsynth.load(work / "dpd.tsyn")
+    derived = [s for s in model.metadata_ if s.origin.get("categories") == "dp"]
+    assert derived, "no category list was derived with DP"

@@ -414,3 +414,50 @@ def test_reports_are_finite_and_planned(fits):
         assert 0 <= m["epsilon_alone"] <= report["epsilon"] + 0.011  # PRV discretisation
     assert report["target_epsilon"] == EPSILON
     assert report["n_estimate"] == N
+
+
+# ---------------------------------------------------------------------- DP-derived domains
+def undeclared_domain_metadata(df: pd.DataFrame) -> Metadata:
+    """Every fact public except the category list of 'a' (left to the data)."""
+    meta = public_metadata(df)
+    meta.update_column("a", categories=sorted(set(df["a"])))
+    meta["a"].origin["categories"] = "data"
+    return meta
+
+
+@pytest.mark.parametrize("name", ["CTGAN", "TVAE"])
+def test_dp_domains_derives_an_undeclared_category_list_without_rare_values(name, table, tmp_path):
+    """Opt-in: the category list of 'a' comes from a thresholded Gaussian histogram charged to
+    the ledger; a value seen once (the canary) does not survive it, so it reaches neither
+    the fitted metadata nor the model file nor the samples. The caller's metadata is untouched."""
+    canary_table = with_canary(make_table(2000))  # enough rows for 'z' to pass the threshold
+    meta = undeclared_domain_metadata(canary_table)
+    meta.n_rows = len(canary_table)
+    with pytest.raises(PrivacyError, match="dp_domains=True"):
+        make_model(name, epsilon=EPSILON).fit(canary_table, meta)
+    model = make_model(name, epsilon=EPSILON, dp_domains=True, batch_size=400)
+    model.fit(canary_table, meta)
+    assert CANARY in meta["a"].categories  # the user's object is not modified
+    assert model.metadata_["a"].categories == ["x", "y", "z"]
+    assert model.metadata_["a"].origin["categories"] == "dp"
+    report = model.privacy_report()
+    domain = [m for m in report["mechanisms"] if m["name"] == "category-domain:a"]
+    assert len(domain) == 1 and 0 < domain[0]["extra_delta"] < report["delta"]
+    assert report["epsilon"] <= EPSILON * (1 + 1e-9)
+    path = tmp_path / "m.tsyn"
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        assert all(CANARY.encode() not in zf.read(i) for i in zf.namelist())
+    assert CANARY not in set(model.sample(500, random_state=0)["a"])
+
+
+def test_dp_domains_refuses_a_column_whose_values_are_all_rare(table):
+    df = table.assign(a=[f"id{i}" for i in range(len(table))])
+    meta = undeclared_domain_metadata(df)
+    with pytest.raises(PrivacyError, match="column 'a': no category is frequent enough"):
+        make_model("TVAE", epsilon=EPSILON, dp_domains=True).fit(df, meta)
+
+
+def test_dp_domains_needs_epsilon(table):
+    with pytest.raises(PrivacyError, match="dp_domains=True .* needs epsilon"):
+        make_model("TVAE", dp_domains=True).fit(table)

@@ -437,14 +437,19 @@ def _fit_sample_tabsynth(
         params["epsilon"] = cell["epsilon"]
         if cell.get("delta") is not None:
             params["delta"] = cell["delta"]
-        if cell.get("public_schema", True):
-            # the schema (kinds, domains, bounds) stands for a public codebook: read off the
-            # full table and declared public, so no epsilon is spent on it
-            meta = build_metadata(pd.concat([train, test], ignore_index=True), {}, [])
-            for name, kind in cell.get("kinds", {}).items():
-                if name in meta and meta[name].kind != kind:
-                    meta.update_column(name, kind=kind)
-            meta.declare_public()
+        # the schema (kinds, domains, bounds) stands for a public codebook: read off the
+        # full table and declared public, so no epsilon is spent on it; with a private
+        # schema the category lists are instead derived from the training rows with DP
+        meta = build_metadata(pd.concat([train, test], ignore_index=True), {}, [])
+        for name, kind in cell.get("kinds", {}).items():
+            if name in meta and meta[name].kind != kind:
+                meta.update_column(name, kind=kind)
+        meta.declare_public()
+        if not cell.get("public_schema", True):
+            for spec in meta:
+                if spec.kind == "categorical":
+                    spec.origin["categories"] = "data"
+            params["dp_domains"] = True
     model = cls(**params)
     peak.reset()
     t0 = time.perf_counter()

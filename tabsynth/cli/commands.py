@@ -97,6 +97,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """Train a model on a table and save it to one ``.tsyn`` file."""
     if (args.delta is not None) and args.epsilon is None:
         raise CLIError("--delta needs --epsilon (it is part of the privacy budget)")
+    if getattr(args, "dp_domains", False) and args.epsilon is None:
+        raise CLIError("--dp-domains needs --epsilon (the category lists are paid from it)")
     out = check_output_path(args.output, "model file")
     _set_threads(args)
     timings: dict[str, float] = {}
@@ -109,7 +111,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     meta = _metadata(args.metadata, df)
     if getattr(args, "declare_public", False):
+        # with --dp-domains the category lists that were not declared stay private: DP pays
+        keep_private = [
+            s.name
+            for s in meta
+            if getattr(args, "dp_domains", False)
+            and s.kind == "categorical"
+            and not s.is_public("categories")
+        ]
         meta.declare_public()
+        for name in keep_private:
+            meta[name].origin["categories"] = "data"
     timings["metadata"] = time.perf_counter() - t0
 
     params: dict[str, Any] = {
@@ -121,6 +133,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             params[name] = value
+    if getattr(args, "dp_domains", False):
+        params["dp_domains"] = True
     model = _model_class(args.model)(**params)
     _say(args, f"fitting {model!r}")
     model.fit(df, metadata=meta)

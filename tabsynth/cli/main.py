@@ -129,6 +129,12 @@ def _add_fit(sub: Any) -> None:
         help="declare every fact of the metadata public knowledge (e.g. from a codebook); "
         "--epsilon needs a public schema",
     )
+    p.add_argument(
+        "--dp-domains",
+        action="store_true",
+        help="with --epsilon: derive undeclared category lists with DP (thresholded noisy "
+        "histograms, paid from epsilon; rare values are dropped)",
+    )
     p.add_argument("--seed", type=_seed, help="random seed (reproducible runs)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
@@ -248,7 +254,8 @@ def _add_benchmark(sub: Any) -> None:
     p.add_argument(
         "--private-schema",
         action="store_true",
-        help="DP runs pay for the schema from epsilon instead of declaring it public",
+        help="DP runs derive the category lists from the data with DP (dp_domains=True, paid "
+        "from epsilon) instead of declaring them public; kinds and bounds stay declared",
     )
     p.add_argument("--seeds", nargs="+", type=_seed, metavar="SEED", help="default 0")
     p.add_argument("--max-rows", type=_positive_int, help="cap on training rows (quick: 3000)")

@@ -36,6 +36,7 @@ from tabsynth.privacy import (
     PrivacyLedger,
     calibrate,
     clip_linear_uses,
+    dp_category_domain,
     dp_grid_histogram,
     dp_histogram,
     dpsgd_steps,
@@ -49,6 +50,8 @@ from tabsynth.transform import TableTransformer
 
 #: default delta when the row count is private (well below 1/n for n up to ~10^5)
 PRIVATE_N_DELTA = 1e-6
+#: share of delta spent on the thresholds of DP-derived category domains (opt-in)
+DOMAIN_DELTA_SHARE = 0.1
 _MAX_GRID_BINS = 64
 
 
@@ -64,6 +67,7 @@ class PrivateFit:
     expected_batch: int
     steps_per_epoch: int
     category_probs: dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: Metadata | None = None  # the public schema, with any DP-derived domains
 
     @property
     def steps(self) -> int:
@@ -123,20 +127,39 @@ def prepare_private_fit(
     critic_steps: int,
     seed: int,
     metadata_share: float = 0.1,
+    dp_domains: bool = False,
 ) -> PrivateFit:
-    """Run steps 1-4 above and return the plan, the public transformer and the encoded rows."""
+    """Run steps 1-4 above and return the plan, the public transformer and the encoded rows.
+
+    ``dp_domains=True`` (opt-in): a categorical column whose category list is not declared
+    gets one from ``dp_category_domain`` (Gaussian thresholding of the observed values: a value
+    seen once survives with probability at most its share of delta), charged to the budget;
+    values outside the released domain go to the ``other`` slot.
+    """
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
         raise PrivacyError(f"epsilon must be a positive number or None, got {epsilon!r}")
     if not math.isfinite(epsilon) or epsilon <= 0:
         raise PrivacyError(f"epsilon must be positive and finite, got {epsilon!r}")
+    derive: list[str] = []
+    if dp_domains:
+        derive = [
+            s.name
+            for s in metadata
+            if s.kind == "categorical" and (s.categories is None or not s.is_public("categories"))
+        ]
+        if derive:  # a private copy: the caller's metadata is not modified
+            metadata = Metadata.from_dict(metadata.to_dict())
+            for name in derive:  # placeholders, replaced by the DP release below
+                metadata[name].categories = []
+                metadata[name].origin["categories"] = "dp"
     problems = metadata.public_problems()
     if problems:
         raise PrivacyError(
             "differential privacy needs a public schema: these facts were learned from the "
             "data and would leak it. Declare them with metadata.update_column(...) (or, if "
             "every inferred fact is public knowledge such as a codebook, "
-            "metadata.declare_public(); on the command line --declare-public): "
-            + "; ".join(problems)
+            "metadata.declare_public(); on the command line --declare-public), or let "
+            "dp_domains=True derive undeclared category lists with DP: " + "; ".join(problems)
         )
     rng = np.random.default_rng([seed, 7])
     n_public = metadata.n_rows
@@ -164,6 +187,15 @@ def prepare_private_fit(
         delta = PRIVATE_N_DELTA if delta is None else float(delta)
     else:
         delta = resolve_delta(delta, int(n_public))
+    if derive:
+        plans.append(
+            GaussianPlan(
+                "category-domains",
+                releases=len(derive),
+                threshold_delta=DOMAIN_DELTA_SHARE * delta / len(derive),
+                what="one thresholded Gaussian histogram per undeclared category list",
+            )
+        )
 
     ledger = PrivacyLedger(
         delta=delta,
@@ -195,6 +227,26 @@ def prepare_private_fit(
     else:
         n_est = int(n_public)
     expected_batch = int(min(batch_size, n_est))
+    if derive:
+        # the domains do not depend on the DP-SGD plan either: release them before the probe
+        # transformer (which needs every category list) is built
+        provisional = solve(0.01, 1)
+        for name in derive:
+            rel = dp_category_domain(
+                df[name],
+                provisional.sigma("category-domains"),
+                rng=rng,
+                ledger=ledger,
+                name=f"category-domain:{name}",
+                delta=DOMAIN_DELTA_SHARE * delta / len(derive),
+            )
+            if not rel.categories:
+                raise PrivacyError(
+                    f"column {name!r}: no category is frequent enough to survive the DP "
+                    "threshold (every value is rare, as in an identifier); declare its "
+                    "category list, or drop the column"
+                )
+            metadata[name].categories = list(rel.categories)
     probe = TableTransformer(metadata, random_state=seed)
 
     # numeric histograms are taken in encoder coordinates so they feed the encoder directly
@@ -203,10 +255,11 @@ def prepare_private_fit(
     steps_per_epoch = int(1 / sample_rate)  # what Opacus' DPDataLoader runs per epoch
     steps = dpsgd_steps(int(epochs), steps_per_epoch, int(critic_steps))
     cal = solve(sample_rate, steps)
-    if n_public is None and not math.isclose(
-        cal.sigma("row-count"), provisional.sigma("row-count"), rel_tol=1e-12
-    ):
-        raise PrivacyError("internal: the row-count noise changed between calibrations")
+    for name in ("row-count", "category-domains"):
+        if name in {p.name for p in plans} and not math.isclose(
+            cal.sigma(name), provisional.sigma(name), rel_tol=1e-12
+        ):
+            raise PrivacyError(f"internal: the {name} noise changed between calibrations")
 
     histograms = {}
     for col in num_cols:
@@ -245,7 +298,15 @@ def prepare_private_fit(
         )
         category_probs[col] = rel.probabilities()
     return PrivateFit(
-        ledger, cal, transformer, X, n_est, expected_batch, steps_per_epoch, category_probs
+        ledger,
+        cal,
+        transformer,
+        X,
+        n_est,
+        expected_batch,
+        steps_per_epoch,
+        category_probs,
+        metadata,
     )
 
 

@@ -209,8 +209,10 @@ class BaseSynthesizer:
                 epochs=int(self.epochs),
                 critic_steps=self._critic_steps(),
                 seed=seeds[0],
+                dp_domains=bool(getattr(self, "dp_domains", False)),
             )
             transformer, X = private.transformer, None
+            metadata = private.metadata or metadata  # with any DP-derived category lists
             n_rows = private.n_estimate  # the DP (or declared) count: never len(df)
         preprocess_s = time.perf_counter() - t0
 
@@ -267,7 +269,15 @@ class BaseSynthesizer:
 
     def _check_privacy(self) -> None:
         """Validate the privacy hyper-parameters (the DP fit itself is in ``_private.py``)."""
+        dp_domains = getattr(self, "dp_domains", False)
+        if not isinstance(dp_domains, (bool, np.bool_)):
+            raise PrivacyError(f"dp_domains must be True or False, got {dp_domains!r}")
         if self.epsilon is None:
+            if dp_domains:
+                raise PrivacyError(
+                    "dp_domains=True derives category lists with differential privacy and "
+                    "needs epsilon; without epsilon the fit is not private"
+                )
             return
         eps = self.epsilon
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:

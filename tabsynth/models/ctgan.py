@@ -354,6 +354,7 @@ class CTGAN(BaseSynthesizer):
         delta: float | None = None,
         max_grad_norm: float = 1.0,
         accountant: str = "prv",
+        dp_domains: bool = False,
     ) -> None:
         self.embedding_dim = embedding_dim
         self.generator_dim = generator_dim
@@ -375,6 +376,7 @@ class CTGAN(BaseSynthesizer):
         self.delta = delta
         self.max_grad_norm = max_grad_norm
         self.accountant = accountant
+        self.dp_domains = dp_domains
 
     #: one generator forward per iteration: the last critic step's fakes (and conditions)
     #: also feed the generator step, DCGAN-style. Turn off where the generator must not see

@@ -353,6 +353,7 @@ class TVAE(BaseSynthesizer):
         delta: float | None = None,
         max_grad_norm: float = 1.0,
         accountant: str = "prv",
+        dp_domains: bool = False,
     ) -> None:
         self.embedding_dim = embedding_dim
         self.compress_dims = compress_dims
@@ -370,6 +371,7 @@ class TVAE(BaseSynthesizer):
         self.delta = delta
         self.max_grad_norm = max_grad_norm
         self.accountant = accountant
+        self.dp_domains = dp_domains
 
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:
