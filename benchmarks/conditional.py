@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     C.set_threads(args.threads)
 
     import tabsynth
+    from tabsynth.errors import SamplingError
 
     train, _ = C.split_adult(C.load_adult("nan"))
     meta = C.adult_metadata(train)
@@ -52,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         for col in COLUMNS:
             shares = train[col].value_counts(normalize=True)
             for value, share in shares.items():
-                rows = model.sample(args.rows, conditions={col: value}, random_state=1)
-                ok = bool(len(rows) == args.rows and (rows[col] == value).all())
+                try:
+                    rows = model.sample(args.rows, conditions={col: value}, random_state=1)
+                    ok = str(bool(len(rows) == args.rows and (rows[col] == value).all()))
+                except SamplingError as exc:  # the documented outcome for too-rare values
+                    ok = f"SamplingError ({exc.args[0].split(';')[0].split('after')[0].strip()})"
                 rate = float(model.last_sample_stats_["acceptance_rate"])
                 worst[f"{name}.{col}"] = min(worst.get(f"{name}.{col}", 1.0), rate)
-                print(f"| {name} | {col} | {value} | {share:.3f} | {rate:.3f} | {ok} |")
+                print(f"| {name} | {col} | {value} | {share:.4f} | {rate:.3f} | {ok} |")
         print(f"| {name} | (fit {fit_s:.0f} s) | | | | |")
     print()
     for key, rate in worst.items():
