@@ -256,6 +256,28 @@ def test_benchmark_suite_writes_its_three_outputs(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_benchmark_private_schema_derives_category_lists_with_dp(tmp_path: Path) -> None:
+    """--private-schema: the DP cell pays for its category lists (dp_domains) and still runs."""
+    from tabsynth.cli.benchmark import BenchmarkConfig, DatasetSpec, run_benchmark
+
+    cfg = BenchmarkConfig(
+        datasets=[DatasetSpec("patients", "demo", "readmitted_30d", task="binary", rows=5000)],
+        models=["tvae"],
+        epochs=1,
+        seeds=[0],
+        epsilons=[10.0],
+        batch_size=1000,
+        public_schema=False,
+        metrics=["fidelity"],
+    )
+    rows = run_benchmark(cfg, tmp_path / "results", log=lambda _: None)
+    dp = [r for r in rows if r.get("epsilon") is not None]
+    assert len(dp) == 1 and dp[0]["status"] == "ok", dp[0]["status"]
+    assert 0 < dp[0]["epsilon_spent"] <= 10.0 * (1 + 1e-9)
+    settings = (tmp_path / "results" / "results.md").read_text(encoding="utf-8")
+    assert "private (paid from ε)" in settings
+
+
 def importlib_spec(name: str):
     import importlib.util
 
