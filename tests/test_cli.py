@@ -275,7 +275,7 @@ def test_benchmark_private_schema_derives_category_lists_with_dp(tmp_path: Path)
     assert len(dp) == 1 and dp[0]["status"] == "ok", dp[0]["status"]
     assert 0 < dp[0]["epsilon_spent"] <= 10.0 * (1 + 1e-9)
     settings = (tmp_path / "results" / "results.md").read_text(encoding="utf-8")
-    assert "private (paid from ε)" in settings
+    assert "category lists DP-derived (paid from ε)" in settings
 
 
 def importlib_spec(name: str):

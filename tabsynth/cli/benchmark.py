@@ -942,7 +942,9 @@ def _settings(cfg: BenchmarkConfig, anchor_py: str, wall: float) -> dict:
         "max_rows": cfg.max_rows,
         "max_test_rows": cfg.max_test_rows,
         "split": f"80/20, seed {cfg.split_seed}, stratified for classification",
-        "dp_schema": "public (declared)" if cfg.public_schema else "private (paid from ε)",
+        "dp_schema": "public (declared)"
+        if cfg.public_schema
+        else "category lists DP-derived (paid from ε), kinds and bounds declared",
         "anchor_python": anchor_py,
         "wall_time": f"{int(minutes)} min {seconds:04.1f} s",
     }
