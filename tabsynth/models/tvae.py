@@ -331,8 +331,8 @@ class TVAE(BaseSynthesizer):
     CPU and the global RNG is never touched.
 
     DP readiness: only Linear/ReLU layers in one module (``vae_``), the learned scales are a
-    Linear weight (correct per-sample gradients under Opacus hooks), and ``_loss_terms``
-    returns per-row terms so DP-SGD can normalise by the expected batch size.
+    Linear weight (so ghost clipping, which records Linear calls, covers every parameter), and
+    ``_loss_terms`` returns per-row terms so DP-SGD can normalise by the expected batch size.
     """
 
     def __init__(

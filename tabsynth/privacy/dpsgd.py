@@ -1,12 +1,13 @@
-"""DP-SGD plumbing shared by the models: Poisson batches, per-sample gradients and the
-Opacus optimizer.
+"""DP-SGD plumbing shared by the models: Poisson batches, the Opacus optimizer, module
+validation, and ``torch.func`` per-sample gradients.
 
-Design choice: both models compute per-sample gradients with ``torch.func``
-(``vmap(grad(per_example_loss))``) and hand them to a ``DPOptimizer`` through ``p.grad_sample``
-(Opacus' ``grad_sample_mode="no_op"`` pattern). Hooks (``GradSampleModule``) are first-order only
-and cannot see a WGAN-GP gradient penalty; one torch.func path also covers TVAE (whose free
-decoder scale parameter hooks would miss), handles empty Poisson batches, and never leaves
-per-sample state behind after a generator step through the critic.
+The models clip per example with ghost clipping (``privacy.ghost``: exact, nothing of size
+batch x parameters is built) and hand the clipped sum to ``make_dp_optimizer(...,
+clipping="ghost")``. The ``torch.func`` path here (``per_sample_grads``: ``vmap(grad(...))``,
+nested for a WGAN-GP penalty, fed to a ``DPOptimizer`` through ``p.grad_sample``, Opacus'
+``no_op`` pattern) materialises every per-sample gradient: it is the general reference the
+invariant tests compare the fast path against, and the fallback for a network ghost
+clipping does not cover.
 """
 
 from __future__ import annotations
