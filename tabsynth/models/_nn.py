@@ -180,7 +180,7 @@ class SpanLayout:
         z = F.pad(z, (0, 1), value=float("-inf"))
         for n, width, pad, valid in buckets:
             block = z.index_select(1, pad).view(b, n, width)
-            parts.append(torch.softmax(block, dim=-1).view(b, -1).index_select(1, valid))
+            parts.append(torch.softmax(block, dim=-1).flatten(1).index_select(1, valid))
         return torch.cat(parts, dim=1).index_select(1, inverse)
 
     @torch.no_grad()

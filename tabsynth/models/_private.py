@@ -212,10 +212,12 @@ def prepare_private_fit(
             metadata_share=metadata_share,
         )
 
+    # the Gaussian sigmas do not depend on the DP-SGD plan (the metadata share is solved on its
+    # own), so a provisional plan gives the noise of the releases needed before n and the
+    # category lists are known: the row count and the category domains
+    early = [p.name for p in plans if p.name in ("row-count", "category-domains")]
+    provisional = solve(0.01, 1) if early else None
     if n_public is None:
-        # the Gaussian sigmas do not depend on the DP-SGD plan (the metadata share is solved on
-        # its own), so a provisional plan gives the count's noise before n is known
-        provisional = solve(0.01, 1)
         n_est = noisy_count(
             len(df), provisional.sigma("row-count"), rng=rng, ledger=ledger, name="row-count"
         )
@@ -227,10 +229,7 @@ def prepare_private_fit(
     else:
         n_est = int(n_public)
     expected_batch = int(min(batch_size, n_est))
-    if derive:
-        # the domains do not depend on the DP-SGD plan either: release them before the probe
-        # transformer (which needs every category list) is built
-        provisional = solve(0.01, 1)
+    if derive:  # before the probe transformer, which needs every category list
         for name in derive:
             rel = dp_category_domain(
                 df[name],
@@ -255,10 +254,8 @@ def prepare_private_fit(
     steps_per_epoch = int(1 / sample_rate)  # what Opacus' DPDataLoader runs per epoch
     steps = dpsgd_steps(int(epochs), steps_per_epoch, int(critic_steps))
     cal = solve(sample_rate, steps)
-    for name in ("row-count", "category-domains"):
-        if name in {p.name for p in plans} and not math.isclose(
-            cal.sigma(name), provisional.sigma(name), rel_tol=1e-12
-        ):
+    for name in early:
+        if not math.isclose(cal.sigma(name), provisional.sigma(name), rel_tol=1e-12):
             raise PrivacyError(f"internal: the {name} noise changed between calibrations")
 
     histograms = {}
@@ -367,11 +364,10 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
     D.eval()  # no dropout under DP
     lam = float(_ctgan._GP_LAMBDA)
 
-    def condition_of(rows: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def condition_of(rows: torch.Tensor) -> torch.Tensor:
         if not has_cond:
-            return None, rows.new_zeros(rows.shape[0], 0)
-        g = sampler.conditions_of_rows(rows, gen)
-        return g, sampler.one_hot(g)
+            return rows.new_zeros(rows.shape[0], 0)
+        return sampler.one_hot(sampler.conditions_of_rows(rows, gen))
 
     batches = loader.batches(private.steps)
     for _epoch in model._epochs():
@@ -380,14 +376,14 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
             for _k in range(d_steps):
                 real = next(batches).to(dev)
                 b = real.shape[0]
-                g_real, cond = condition_of(real)
+                cond = condition_of(real)
                 # the fakes of a critic step are paired with real rows (their conditions come
                 # from those rows): the generator must not mix rows through BatchNorm batch
                 # statistics nor update its running statistics from them, so it runs in eval
                 G.eval()
                 with torch.no_grad():
                     z = torch.randn(b, emb, generator=gen, device=dev)
-                    fake = layout.activate(G(z, g_real), tau=_ctgan._TAU, generator=gen)
+                    fake = layout.activate(G(z, cond), tau=_ctgan._TAU, generator=gen)
                 G.train()
                 alpha = torch.rand(b, 1, generator=gen, device=dev)
                 critic_clipped_grads(
@@ -405,7 +401,7 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
             else:
                 g, cond = None, torch.zeros(B, 0, device=dev)
             z = torch.randn(B, emb, generator=gen, device=dev)
-            logits = G(z, g)
+            logits = G(z, cond)
             fake = layout.activate(logits, tau=_ctgan._TAU, generator=gen)
             for p in D.parameters():
                 p.requires_grad_(False)
@@ -442,11 +438,6 @@ def critic_clipped_grads(
         raise PrivacyError("DP critic: pac must be 1 (a pack would mix records in one gradient)")
     if D.training:
         raise PrivacyError("DP critic: run it in eval mode (no dropout under DP)")
-    b = real.shape[0]
-    if b == 0:
-        for p in D.parameters():
-            p.grad = torch.zeros_like(p)
-        return real.new_zeros(0)
     terms = D.wgan_gp_terms(real, fake, alpha, lam)
     return clip_linear_uses(terms.uses, max_grad_norm, module=D)
 
@@ -491,10 +482,6 @@ def tvae_clipped_grads(
     """Write the clipped sum of the per-example ELBO gradients into ``p.grad`` of the VAE and
     return the per-example norms before clipping (an empty batch writes zeros)."""
     vae = model.vae_
-    if xb.shape[0] == 0:
-        for p in vae.parameters():
-            p.grad = torch.zeros_like(p)
-        return xb.new_zeros(0)
     rf, kw = float(model.loss_factor), float(model.kl_weight)
     with record_linear(vae) as tape:
         rec, kl = model._loss_terms(xb, noise)

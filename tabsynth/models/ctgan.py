@@ -33,28 +33,23 @@ class _Residual(nn.Module):
 
 
 class _Generator(nn.Module):
-    """CTGAN's residual generator on ``[z, one_hot(g)]``: blocks ``x -> [relu(bn(fc(x))), x]``,
+    """CTGAN's residual generator on ``[z, condition]``: blocks ``x -> [relu(bn(fc(x))), x]``,
     then a Linear. (Splitting the weights by input block to skip the concatenations and the
     one-hot matmul was measured slower on CPU: three small matmuls cost more than one.)"""
 
-    def __init__(self, noise_dim: int, cond_dim: int, dims: Sequence[int], out_dim: int) -> None:
+    def __init__(self, in_dim: int, dims: Sequence[int], out_dim: int) -> None:
         super().__init__()
-        self.noise_dim, self.cond_dim = int(noise_dim), int(cond_dim)
         blocks: list[nn.Module] = []
-        width = self.noise_dim + self.cond_dim
+        width = in_dim
         for d in dims:
             blocks.append(_Residual(width, int(d)))
             width += int(d)
         blocks.append(nn.Linear(width, out_dim))
         self.seq = nn.Sequential(*blocks)
 
-    def forward(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits for noise ``z`` and the condition index ``g`` of each row."""
-        if self.cond_dim:
-            if g is None:
-                raise ValueError("the generator needs a condition index per row")
-            z = torch.cat([z, F.one_hot(g, self.cond_dim).to(z.dtype)], 1)
-        return self.seq(z)
+    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Logits for noise ``z`` and the condition vectors ``cond`` (one-hot, maybe 0 wide)."""
+        return self.seq(torch.cat([z, cond], 1))
 
 
 class _LeakyReLU(nn.Module):
@@ -446,7 +441,7 @@ class CTGAN(BaseSynthesizer):
         )
         self._active_generator: torch.Generator | None = None
         self.generator_ = _nn.seeded_module(
-            lambda: _Generator(emb, cond_dim, g_dims, data_dim), self._init_generator, self.device_
+            lambda: _Generator(emb + cond_dim, g_dims, data_dim), self._init_generator, self.device_
         )
         pac = self._pac()
         self.discriminator_ = _nn.seeded_module(
@@ -505,7 +500,7 @@ class CTGAN(BaseSynthesizer):
                     keep = reuse and k == d_steps - 1  # these fakes also serve the G step
                     z = torch.randn(B, emb, generator=gen, device=dev)
                     with torch.set_grad_enabled(keep):
-                        logits = G(z, g)
+                        logits = G(z, cond)
                         fake = layout.activate(logits, tau=_TAU, generator=gen)
                     real_cat = torch.cat([X[rows], cond], 1)
                     fake_cat = torch.cat([fake.detach(), cond], 1)
@@ -523,7 +518,7 @@ class CTGAN(BaseSynthesizer):
                 if not reuse:
                     g, cond, _ = condition(B, False)
                     z = torch.randn(B, emb, generator=gen, device=dev)
-                    logits = G(z, g)
+                    logits = G(z, cond)
                     fake = layout.activate(logits, tau=_TAU, generator=gen)
                 for p in d_params:
                     p.requires_grad_(False)
@@ -551,14 +546,15 @@ class CTGAN(BaseSynthesizer):
         self._active_generator = generator
         z = torch.randn(n, int(self.embedding_dim), generator=generator, device=dev)
         if sampler.cond_dim == 0:
-            g = None
+            c = torch.zeros(n, 0, device=dev)
         else:
             g_fixed = self._condition_index(cond)
             if g_fixed is None:
                 g = sampler.draw_conditions(n, generator, log_frequency=False, training=False)
             else:
                 g = torch.full((n,), g_fixed, dtype=torch.long, device=dev)
-        out = self._layout.draw(self.generator_(z, g), generator)
+            c = sampler.one_hot(g)
+        out = self._layout.draw(self.generator_(z, c), generator)
         self._active_generator = None
         return out
 

@@ -149,7 +149,7 @@ class _ReconstructionNLL(torch.autograd.Function):
                 e = torch.exp2(v.sub_(m).mul_(_LOG2E))  # exp2 is ~2x cheaper than exp on CPU
                 s = e.sum(-1, keepdim=True)
                 nll = nll + (torch.log(s) + m).sum((1, 2))
-                probs.append(e.div_(s).view(b, -1))
+                probs.append(e.div_(s).flatten(1))
             nll = nll - (soft * x[:, ns:]).sum(1)
             p = torch.cat(probs, 1).index_select(1, lt.inverse)
         else:

@@ -54,11 +54,11 @@ def clip_linear_uses(
 
     ``module``: if given, every trainable parameter of it must belong to a layer in ``uses``
     (anything else would be updated without clipping), checked before anything is written.
+    An empty batch (zero rows) writes zero gradients.
     """
     if not uses:
         raise PrivacyError("clip_linear_uses needs at least one layer use")
     b = uses[0].inputs.shape[0]
-    by_layer: dict[nn.Linear, list[LinearUse]] = {}
     for u in uses:
         if u.inputs.dim() != 2 or u.grad_out.dim() != 2:
             raise PrivacyError(
@@ -66,61 +66,69 @@ def clip_linear_uses(
             )
         if u.inputs.shape[0] != b or u.grad_out.shape[0] != b:
             raise PrivacyError("every layer use must have one row per example")
-        by_layer.setdefault(u.layer, []).append(u)
+    groups = _by_layer(uses)
     if module is not None:
-        covered = {id(p) for layer in by_layer for p in layer.parameters()}
+        covered = {id(p) for layer, _, _ in groups for p in layer.parameters()}
         for name, p in module.named_parameters():
             if p.requires_grad and id(p) not in covered:
                 raise PrivacyError(f"parameter {name!r} is not in a recorded Linear layer")
     sq = uses[0].inputs.new_zeros(b)
-    for layer, us in by_layer.items():
+    for layer, us, gb in groups:
         for k, u in enumerate(us):
             sq += u.inputs.pow(2).sum(1) * u.grad_out.pow(2).sum(1)
             for v in us[k + 1 :]:
                 sq += 2.0 * (u.inputs * v.inputs).sum(1) * (u.grad_out * v.grad_out).sum(1)
-        if layer.bias is not None and layer.bias.requires_grad:
-            gb = _bias_grad(us)
-            if gb is not None:
-                sq += gb.pow(2).sum(1)
+        if gb is not None and layer.bias is not None and layer.bias.requires_grad:
+            sq += gb.pow(2).sum(1)
     norms = sq.clamp_min(0.0).sqrt()
     factor = (float(max_grad_norm) / (norms + _CLIP_EPS)).clamp(max=1.0)
-    write_linear_grads(uses, factor)
+    _write(groups, factor)
     return norms
 
 
-def write_linear_grads(uses: Sequence[LinearUse], row_scale: torch.Tensor | float = 1.0) -> None:
-    """``p.grad = sum over uses and rows of row_scale_i * g_i a_i^T`` (bias: ``row_scale_i g_i``)
-    for every layer in ``uses``: one matmul per layer. ``row_scale`` is a scalar or (b,)."""
-    by_layer: dict[nn.Linear, list[LinearUse]] = {}
+def write_linear_grads(uses: Sequence[LinearUse], row_scale: float = 1.0) -> None:
+    """``p.grad = row_scale * sum over uses and rows of g_i a_i^T`` (bias: of ``g_i``) for
+    every layer in ``uses``: one matmul per layer (the non-private use of the same terms)."""
+    _write(_by_layer(uses), row_scale)
+
+
+def _by_layer(
+    uses: Sequence[LinearUse],
+) -> list[tuple[nn.Linear, list[LinearUse], torch.Tensor | None]]:
+    """Uses grouped by layer, with the per-row bias gradient (None if no use feeds the bias)."""
+    grouped: dict[nn.Linear, list[LinearUse]] = {}
     for u in uses:
-        by_layer.setdefault(u.layer, []).append(u)
-    for layer, us in by_layer.items():
-        scale = row_scale
-        if isinstance(row_scale, torch.Tensor):
-            scale = row_scale.repeat(len(us)).unsqueeze(1)
+        grouped.setdefault(u.layer, []).append(u)
+    out = []
+    for layer, us in grouped.items():
+        parts = [u.grad_out for u in us if u.bias]
+        gb = None
+        for part in parts:
+            gb = part if gb is None else gb + part
+        out.append((layer, us, gb))
+    return out
+
+
+def _write(
+    groups: list[tuple[nn.Linear, list[LinearUse], torch.Tensor | None]],
+    row_scale: torch.Tensor | float,
+) -> None:
+    """Write the (row-scaled) summed gradients; ``row_scale`` is a scalar or shape (b,)."""
+    per_row = isinstance(row_scale, torch.Tensor)
+    for layer, us, gb in groups:
+        scale = row_scale.repeat(len(us)).unsqueeze(1) if per_row else row_scale
         g = torch.cat([u.grad_out for u in us], 0) * scale
         a = torch.cat([u.inputs for u in us], 0)
         if layer.weight.requires_grad:
             layer.weight.grad = (g.t() @ a).to(layer.weight.dtype)
         if layer.bias is not None and layer.bias.requires_grad:
-            gb = _bias_grad(us)
             if gb is None:
-                clipped = torch.zeros_like(layer.bias)
-            elif isinstance(row_scale, torch.Tensor):
-                clipped = (row_scale.unsqueeze(1) * gb).sum(0)
+                summed = torch.zeros_like(layer.bias)
+            elif per_row:
+                summed = (row_scale.unsqueeze(1) * gb).sum(0)
             else:
-                clipped = gb.sum(0) * row_scale
-            layer.bias.grad = clipped.to(layer.bias.dtype)
-
-
-def _bias_grad(us: Sequence[LinearUse]) -> torch.Tensor | None:
-    parts = [u.grad_out for u in us if u.bias]
-    if not parts:
-        return None
-    out = parts[0]
-    for p in parts[1:]:
-        out = out + p
-    return out
+                summed = gb.sum(0) * row_scale
+            layer.bias.grad = summed.to(layer.bias.dtype)
 
 
 class LinearTape:
