@@ -8,18 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.nn import functional as F
+from conftest import naive_nll
 
 import tabsynth
 from tabsynth.errors import DataError, SamplingError
 from tabsynth.models.tvae import (
     _VAE,
     TVAE,
-    _kl_divergence,
     _Layout,
-    _reconstruction_nll,
-    _Reparameterise,
+    _reconstruction,
+    _reparameterise,
+    _reparameterise_grad,
 )
+from tabsynth.privacy import write_linear_grads
 from tabsynth.transform import Span
 
 
@@ -59,22 +60,6 @@ def random_encoded(n: int, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def naive_nll(logits_t: torch.Tensor, x_t: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """The reference: one Python step per span, in transformer order."""
-    out = torch.zeros(x_t.shape[0], dtype=logits_t.dtype)
-    j = 0
-    for s in SPANS:
-        cols = slice(s.start, s.start + s.width)
-        if s.activation == "tanh":
-            mu = torch.tanh(logits_t[:, s.start])
-            sig = log_sigma[:, j]
-            out += 0.5 * ((x_t[:, s.start] - mu) / torch.exp(sig)) ** 2 + sig
-            j += 1
-        else:
-            out += F.cross_entropy(logits_t[:, cols], x_t[:, cols].argmax(1), reduction="none")
-    return out
-
-
 # -- layout, loss and network --------------------------------------------------------------------
 def test_layout_scalars_first_then_padded_groups():
     layout = _Layout(SPANS, DIM)
@@ -111,78 +96,82 @@ def test_layout_rejects_spans_that_do_not_tile():
         _Layout(bad, DIM)
 
 
-def test_fused_loss_and_gradients_match_per_span_reference():
+@pytest.mark.parametrize("shared_scale", [False, True])
+def test_fused_loss_and_gradients_match_per_span_reference(shared_scale):
     layout = _Layout(SPANS, DIM)
     perm = torch.as_tensor(layout.perm)
     x_t = random_encoded(64).double()
     g = torch.Generator().manual_seed(1)
     logits_t = (torch.randn(64, DIM, generator=g, dtype=torch.float64) * 3).requires_grad_()
-    log_sigma = torch.randn(64, layout.n_scalar, generator=g, dtype=torch.float64) * 0.3
+    rows = 1 if shared_scale else 64  # the training step passes one row of scales for all
+    log_sigma = torch.randn(rows, layout.n_scalar, generator=g, dtype=torch.float64) * 0.3
     log_sigma.requires_grad_()
     weights = torch.rand(64, generator=g, dtype=torch.float64)  # a non-uniform upstream gradient
-    got = _reconstruction_nll(logits_t[:, perm], x_t[:, perm], log_sigma, layout.tensors("cpu"))
-    got_grads = torch.autograd.grad((got * weights).sum(), (logits_t, log_sigma))
-    want = naive_nll(logits_t, x_t, log_sigma)
-    want_grads = torch.autograd.grad((want * weights).sum(), (logits_t, log_sigma))
+    with torch.no_grad():
+        got, grad_logits, grad_log_sigma = _reconstruction(
+            logits_t[:, perm], x_t[:, perm], log_sigma, layout.tensors("cpu")
+        )
+    want = naive_nll(SPANS, logits_t, x_t, log_sigma.expand(64, -1))
+    want_logits, want_log_sigma = torch.autograd.grad((want * weights).sum(), (logits_t, log_sigma))
     torch.testing.assert_close(got, want)
-    for a, b in zip(got_grads, want_grads, strict=True):
-        torch.testing.assert_close(a, b)
+    got_logits = torch.empty_like(grad_logits)
+    got_logits[:, perm] = grad_logits * weights[:, None]  # back to transformer order
+    torch.testing.assert_close(got_logits, want_logits)
+    got_log_sigma = grad_log_sigma * weights[:, None]
+    torch.testing.assert_close(
+        got_log_sigma.sum(0, keepdim=True) if shared_scale else got_log_sigma, want_log_sigma
+    )
 
 
 def test_kl_is_zero_at_prior_and_positive_elsewhere():
-    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
-    torch.testing.assert_close(_kl_divergence(mu, logvar), torch.zeros(3))
-    assert torch.all(_kl_divergence(mu + 0.5, logvar - 1.0) > 0)
+    mu, logvar, noise = torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 4)
+    kl = _reparameterise(torch.cat([mu, logvar], 1), noise)[1]
+    torch.testing.assert_close(kl, torch.zeros(3))
+    assert torch.all(_reparameterise(torch.cat([mu + 0.5, logvar - 1.0], 1), noise)[1] > 0)
 
 
-def test_fused_reparameterisation_matches_autograd():
+def test_reparameterisation_gradient_matches_autograd():
     g = torch.Generator().manual_seed(3)
     h = torch.randn(16, 10, generator=g, dtype=torch.float64, requires_grad=True)
     noise = torch.randn(16, 5, generator=g, dtype=torch.float64)
-    wz, wk = torch.randn(16, 5, generator=g, dtype=torch.float64), torch.rand(16, generator=g)
-    z, kl, _, _ = _Reparameterise.apply(h, noise)
-    got = torch.autograd.grad((z * wz).sum() + (kl * wk).sum(), h)[0]
+    wz, wk = torch.randn(16, 5, generator=g, dtype=torch.float64), 0.7
+    z, kl, std, var = _reparameterise(h, noise)
+    want = torch.autograd.grad((z * wz).sum() + wk * kl.sum(), h)[0]
     mu, logvar = h.chunk(2, dim=1)
-    z_ref, kl_ref = mu + noise * torch.exp(0.5 * logvar), _kl_divergence(mu, logvar)
-    want = torch.autograd.grad((z_ref * wz).sum() + (kl_ref * wk).sum(), h)[0]
-    torch.testing.assert_close(z, z_ref)
-    torch.testing.assert_close(kl, kl_ref)
+    torch.testing.assert_close(z, mu + noise * torch.exp(0.5 * logvar))
+    torch.testing.assert_close(kl, 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1))
+    with torch.no_grad():
+        got = _reparameterise_grad(h, noise, std, var, wz, wk)
     torch.testing.assert_close(got, want)
 
 
-@pytest.mark.filterwarnings("ignore:Full backward hook")
-def test_network_is_dp_ready_with_exact_per_sample_gradients():
-    """R8 of dp.md: Opacus accepts the module and its per-sample grads (incl. scales) are exact."""
-    from opacus import GradSampleModule
-    from opacus.validators import ModuleValidator
-
+@pytest.mark.parametrize("dims", [((8,), (8,)), ((), ()), ((8, 6), (5,))])
+def test_closed_form_step_matches_autograd(dims):
+    """``elbo_terms`` (no autograd) gives the losses and, summed, the gradients of autograd."""
     layout = _Layout(SPANS, DIM)
     lt = layout.tensors("cpu")
-    torch_state = torch.get_rng_state()
     with torch.random.fork_rng(devices=[]):
-        vae = _VAE(DIM, layout.n_scalar, 4, (8,), (8,))
-    assert torch.equal(torch.get_rng_state(), torch_state)
-    ModuleValidator.validate(vae, strict=True)
-    n = 6
-    x = random_encoded(n)[:, torch.as_tensor(layout.perm)]
+        torch.manual_seed(0)
+        vae = _VAE(DIM, layout.n_scalar, 4, *dims)
+        vae.log_scale.linear.weight.data.uniform_(-1.0, 0.0)
+    n = 12
+    perm = torch.as_tensor(layout.perm)
+    x_t = random_encoded(n)
     noise = torch.randn(n, 4, generator=torch.Generator().manual_seed(2))
-
-    def per_row_loss(module, xb, eb):
-        logits, log_sigma, kl = module(xb, eb)
-        return 2.0 * _reconstruction_nll(logits, xb, log_sigma, lt) + kl
-
-    expected = {}
-    for i in range(n):
-        vae.zero_grad()
-        per_row_loss(vae, x[i : i + 1], noise[i : i + 1]).sum().backward()
-        for name, p in vae.named_parameters():
-            expected.setdefault(name, []).append(p.grad.clone())
-    gsm = GradSampleModule(vae, loss_reduction="sum")
-    gsm.zero_grad()
-    per_row_loss(gsm, x, noise).sum().backward()
-    for name, p in vae.named_parameters():
-        torch.testing.assert_close(p.grad_sample, torch.stack(expected[name]), rtol=1e-4, atol=1e-5)
-    assert vae.log_scale.linear.weight.grad_sample.abs().sum() > 0
+    rf, kw = 2.0, 0.3
+    terms = vae.elbo_terms(x_t[:, perm], noise, lt, rf, kw)
+    write_linear_grads(terms.uses, 1.0 / n)
+    got = {k: p.grad.clone() for k, p in vae.named_parameters()}
+    vae.zero_grad(set_to_none=True)
+    logits, log_sigma, kl = vae(x_t[:, perm], noise)
+    inverse = torch.argsort(perm)
+    rec = naive_nll(SPANS, logits[:, inverse], x_t, log_sigma)
+    (rf * rec + kw * kl).mean().backward()
+    torch.testing.assert_close(terms.reconstruction, rec.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(terms.kl, kl.detach())
+    for k, p in vae.named_parameters():
+        torch.testing.assert_close(got[k], p.grad, rtol=1e-4, atol=1e-6, msg=k)
+    assert got["log_scale.linear.weight"].abs().sum() > 0
 
 
 def test_loss_decreases_on_a_fixed_batch():
@@ -196,12 +185,10 @@ def test_loss_decreases_on_a_fixed_batch():
     g = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(60):
-        logits, log_sigma, kl = vae(x, torch.randn(128, 8, generator=g))
-        loss = _reconstruction_nll(logits, x, log_sigma, lt).mean() + 0.01 * kl.mean()
-        opt.zero_grad()
-        loss.backward()
+        terms = vae.elbo_terms(x, torch.randn(128, 8, generator=g), lt, 1.0, 0.01)
+        write_linear_grads(terms.uses, 1.0 / 128)
         opt.step()
-        losses.append(loss.item())
+        losses.append(float(terms.reconstruction.mean() + 0.01 * terms.kl.mean()))
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 

@@ -43,7 +43,6 @@ from tabsynth.privacy import (
     make_dp_optimizer,
     make_poisson_loader,
     noisy_count,
-    record_linear,
     resolve_delta,
 )
 from tabsynth.transform import TableTransformer
@@ -446,12 +445,12 @@ def train_tvae_private(model: Any, private: PrivateFit) -> None:
     """DP-SGD for the whole VAE (encoder, decoder and log-scales under one DPOptimizer).
 
     Every trainable parameter is a Linear weight or bias used once per forward, so each
-    example's gradient is exactly clipped by ghost clipping (``privacy.ghost``): the summed
-    per-row ELBO (reconstruction NLL + weighted KL, un-averaged) is differentiated with respect
-    to the Linear outputs, the per-example norms come from ``||g_i|| ||a_i||`` and the clipped
-    sum is one matmul per layer -- no per-sample gradient is materialised. The
-    reparameterisation noise is drawn from the model's generator, one row per example, so
-    every row of the loss depends on one record only.
+    example's gradient of its ELBO term (reconstruction NLL + weighted KL, un-averaged) is a
+    rank-one term per layer, computed in closed form (``_VAE.elbo_terms``, the same pass as
+    non-private training). Ghost clipping (``privacy.ghost``) gets the per-example norms from
+    ``||g_i|| ||a_i||`` and writes the clipped sum as one matmul per layer -- no per-sample
+    gradient is materialised. The reparameterisation noise is drawn from the model's
+    generator, one row per example, so every row of the loss depends on one record only.
     """
     gen, dev = model._train_generator, model.device_
     vae = model.vae_
@@ -481,11 +480,8 @@ def tvae_clipped_grads(
 ) -> torch.Tensor:
     """Write the clipped sum of the per-example ELBO gradients into ``p.grad`` of the VAE and
     return the per-example norms before clipping (an empty batch writes zeros)."""
-    vae = model.vae_
-    rf, kw = float(model.loss_factor), float(model.kl_weight)
-    with record_linear(vae) as tape:
-        rec, kl = model._loss_terms(xb, noise)
-    return clip_linear_uses(tape.uses(rf * rec + kw * kl), max_grad_norm, module=vae)
+    terms = model._elbo_terms(xb, noise)
+    return clip_linear_uses(terms.uses, max_grad_norm, module=model.vae_)
 
 
 def _cpu_generator(device_generator: torch.Generator) -> torch.Generator:

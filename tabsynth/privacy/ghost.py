@@ -116,18 +116,24 @@ def _write(
     """Write the (row-scaled) summed gradients; ``row_scale`` is a scalar or shape (b,)."""
     per_row = isinstance(row_scale, torch.Tensor)
     for layer, us, gb in groups:
-        scale = row_scale.repeat(len(us)).unsqueeze(1) if per_row else row_scale
-        g = torch.cat([u.grad_out for u in us], 0) * scale
-        a = torch.cat([u.inputs for u in us], 0)
         if layer.weight.requires_grad:
-            layer.weight.grad = (g.t() @ a).to(layer.weight.dtype)
+            g = us[0].grad_out if len(us) == 1 else torch.cat([u.grad_out for u in us], 0)
+            a = us[0].inputs if len(us) == 1 else torch.cat([u.inputs for u in us], 0)
+            if per_row:
+                g = g * row_scale.repeat(len(us)).unsqueeze(1)
+            grad = g.t() @ a
+            if not per_row and row_scale != 1.0:  # on the (out, in) product: fewer elements
+                grad.mul_(row_scale)
+            layer.weight.grad = grad.to(layer.weight.dtype)
         if layer.bias is not None and layer.bias.requires_grad:
             if gb is None:
                 summed = torch.zeros_like(layer.bias)
             elif per_row:
                 summed = (row_scale.unsqueeze(1) * gb).sum(0)
             else:
-                summed = gb.sum(0) * row_scale
+                summed = gb.sum(0)
+                if row_scale != 1.0:
+                    summed.mul_(row_scale)
             layer.bias.grad = summed.to(layer.bias.dtype)
 
 
