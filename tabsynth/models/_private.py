@@ -458,11 +458,7 @@ def train_tvae_private(model: Any, private: PrivateFit) -> None:
     clip = float(model.max_grad_norm)
     Xp = torch.as_tensor(private.X, device=dev)[:, model._perm].contiguous()
     loader = private.loader(Xp, _cpu_generator(gen))
-    from tabsynth.models import tvae as _tvae  # noqa: PLC0415 - avoid an import cycle
-
-    opt = private.optimizer(
-        vae, _tvae._adam(vae.parameters(), float(model.l2scale)), gen, clip, clipping="ghost"
-    )
+    opt = private.optimizer(vae, model._optimizer(), gen, clip, clipping="ghost")
     batches = loader.batches(private.steps)
     for _epoch in model._epochs():
         for _ in range(private.steps_per_epoch):

@@ -289,12 +289,8 @@ class _ConditionSampler:
 
 
 def _adam(module: nn.Module, lr: float, decay: float) -> torch.optim.Optimizer:
-    """Adam(β=(0.5, 0.9)) as in CTGAN; the fused kernel (one op for all tensors) when available."""
-    kwargs: dict[str, Any] = {"lr": lr, "betas": (0.5, 0.9), "weight_decay": decay}
-    try:
-        return torch.optim.Adam(module.parameters(), fused=True, **kwargs)
-    except (RuntimeError, TypeError):  # pragma: no cover - old torch / unsupported device
-        return torch.optim.Adam(module.parameters(), **kwargs)
+    """Adam(β=(0.5, 0.9)) as in CTGAN."""
+    return _nn.adam(module.parameters(), lr, decay, betas=(0.5, 0.9))
 
 
 class CTGAN(BaseSynthesizer):
