@@ -16,6 +16,7 @@ from tabsynth.models.tvae import (
     _VAE,
     TVAE,
     _Layout,
+    _pad,
     _reconstruction,
     _reparameterise,
     _reparameterise_grad,
@@ -70,6 +71,8 @@ def test_layout_scalars_first_then_padded_groups():
     n_soft = DIM - 3
     seen = np.concatenate([idx[~pad] for idx, pad in layout.groups])
     assert sorted(seen.tolist()) == list(range(n_soft))
+    for idx, pad in layout.groups:  # padding reads the -inf column after the one-hot block
+        assert np.all(idx[pad] == n_soft)
     padded = np.concatenate([np.where(pad, -1, idx).reshape(-1) for idx, pad in layout.groups])
     assert np.array_equal(padded[layout.inverse], np.arange(n_soft))
     for _, pad in layout.groups:
@@ -109,7 +112,7 @@ def test_fused_loss_and_gradients_match_per_span_reference(shared_scale):
     weights = torch.rand(64, generator=g, dtype=torch.float64)  # a non-uniform upstream gradient
     with torch.no_grad():
         got, grad_logits, grad_log_sigma = _reconstruction(
-            logits_t[:, perm], x_t[:, perm], log_sigma, layout.tensors("cpu")
+            _pad(logits_t[:, perm]), x_t[:, perm], log_sigma, layout.tensors("cpu")
         )
     want = naive_nll(SPANS, logits_t, x_t, log_sigma.expand(64, -1))
     want_logits, want_log_sigma = torch.autograd.grad((want * weights).sum(), (logits_t, log_sigma))

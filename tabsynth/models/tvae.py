@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from tabsynth.errors import DataError
 from tabsynth.models import _nn
@@ -32,7 +33,9 @@ class _Layout:
     column produced by decoder output ``j``.
 
     The one-hot spans are padded into a few *groups* (``(n_spans, width)`` index matrices into
-    the one-hot block, padding marked in a mask): widths are split where padding would cost more
+    the one-hot block; padding, also marked in a mask, points at the column just after the
+    block, which the loss and the sampler fill with ``-inf``, so padding gets probability 0
+    without a masking pass): widths are split where padding would cost more
     than an extra group of ops, so a table with 40 distinct widths still takes ~3 groups, and a
     single very wide column does not inflate the narrow ones. ``inverse`` maps every one-hot
     position back into the concatenated padded groups (used by the backward pass).
@@ -70,7 +73,7 @@ class _Layout:
         base = 0
         for lo, hi in self._split(widths):
             w = widths[hi - 1]
-            idx = np.zeros((hi - lo, w), dtype=np.int64)
+            idx = np.full((hi - lo, w), offsets[-1], dtype=np.int64)  # padding: the -inf column
             pad = np.ones((hi - lo, w), dtype=bool)
             for r, j in enumerate(range(lo, hi)):  # per span, at build time only
                 idx[r, : widths[j]] = offsets[j] + np.arange(widths[j])
@@ -119,13 +122,19 @@ class _LayoutTensors:
     last: list[torch.Tensor]  # per group: the last valid position of each span (width - 1)
 
 
+def _pad(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` with a last column of ``-inf`` appended (what the groups' padding reads)."""
+    return F.pad(logits, (0, 1), value=-math.inf)
+
+
 def _reconstruction(
     logits: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor, lt: _LayoutTensors
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-row negative log-likelihood of a batch and its gradients, in one pass.
 
-    ``logits``/``x`` in decoder order; ``log_sigma`` is ``(batch, n_scalar)`` or
-    ``(1, n_scalar)``. Scalar spans: Gaussian with mean ``tanh(logit)`` and scale
+    ``x`` (b, dim) in decoder order; ``logits`` (b, dim + 1) in decoder order with a last
+    column of ``-inf`` (``_pad``: the padding of every group reads it); ``log_sigma`` is
+    ``(batch, n_scalar)`` or ``(1, n_scalar)``. Scalar spans: Gaussian with mean ``tanh(logit)`` and scale
     ``exp(log_sigma)`` (the constant ``log sqrt(2 pi)`` is dropped). One-hot spans:
     cross-entropy, computed per padded group (see ``_Layout``) as
     ``sum(logsumexp) - sum(target * logit)``; targets are exact one-hots.
@@ -135,7 +144,7 @@ def _reconstruction(
     training step has no autograd node for the loss (a dozen ops per group, none per column).
     """
     ns = lt.n_scalar
-    b = logits.shape[0]
+    b, dim = x.shape
     t = torch.tanh(logits[:, :ns])
     diff = x[:, :ns] - t
     scaled = diff * torch.exp(-2.0 * log_sigma)  # (x - mean) / sigma^2
@@ -147,7 +156,7 @@ def _reconstruction(
     soft = logits[:, ns:]
     off = ns
     for flat, pad in lt.groups:
-        v = soft.index_select(1, flat).view(b, *pad.shape).masked_fill_(pad, -math.inf)
+        v = soft.index_select(1, flat).view(b, *pad.shape)
         m = v.amax(-1, keepdim=True)
         e = torch.exp2(v.sub_(m).mul_(_LOG2E))  # exp2 is ~2x cheaper than exp on CPU
         s = e.sum(-1, keepdim=True)
@@ -156,7 +165,7 @@ def _reconstruction(
         off += pad.numel()
     grad = buf.index_select(1, lt.grad_index)
     if lt.groups:
-        nll -= (soft * x[:, ns:]).sum(1)
+        nll -= (logits[:, ns:dim] * x[:, ns:]).sum(1)
         grad[:, ns:].sub_(x[:, ns:])  # softmax - target
     return nll, grad, grad_log_sigma
 
@@ -299,7 +308,10 @@ class _VAE(nn.Module):
             inputs.append(h)
             h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
         inputs.append(h)
-        logits = torch.addmm(dec[-1].bias, h, dec[-1].weight.t())
+        dim = dec[-1].out_features
+        logits = h.new_empty(x.shape[0], dim + 1)  # the decoder's output, then -inf (see _pad)
+        logits[:, dim] = -math.inf
+        torch.addmm(dec[-1].bias, h, dec[-1].weight.t(), out=logits[:, :dim])
         log_sigma = self.log_scale.linear.weight.t()  # (1, n_scalar)
         rec, g, g_log_sigma = _reconstruction(logits, x, log_sigma, lt)
         g.mul_(rec_weight)
@@ -488,9 +500,10 @@ class TVAE(BaseSynthesizer):
             noise = torch.randn(n, ns, generator=generator, device=dev)
             value = torch.tanh(logits[:, :ns]) + noise * torch.exp(log_sigma)
             out.index_copy_(1, self._perm[:ns], value)
+        soft = _pad(logits)[:, ns:]
         for (flat, pad), last in zip(lt.groups, lt.last, strict=True):
             k = pad.shape[0]
-            v = logits.index_select(1, flat + ns).view(n, *pad.shape).masked_fill_(pad, -math.inf)
+            v = soft.index_select(1, flat).view(n, *pad.shape)
             # inverse CDF: one uniform per span (not one Gumbel draw per category)
             cdf = torch.softmax(v, -1).cumsum_(-1)
             u = torch.rand(n, k, 1, generator=generator, device=dev)
