@@ -194,3 +194,29 @@ def test_range_condition_on_dates_stored_as_text() -> None:
     parsed = pd.to_datetime(out["day"], format="%Y-%m-%d")
     assert len(out) == 50
     assert parsed.between("2020-03-01", "2020-09-30").all()
+
+
+@pytest.mark.parametrize(("betas", "decay"), [((0.9, 0.999), 1e-5), ((0.5, 0.9), 1e-3)])
+def test_adam_equals_torch_optim_adam(betas, decay):
+    """The models' Adam (torch's functional Adam, no torch.optim object) takes exactly the
+    steps of torch.optim.Adam, skipping parameters without a gradient as it does."""
+    from tabsynth.models import _nn
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in ((4, 3), (5,), (2,))]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    start = [p.detach().clone() for p in ours]
+    opt = _nn.Adam(ours, 1e-2, decay, betas)
+    ref_opt = torch.optim.Adam(ref, lr=1e-2, betas=betas, weight_decay=decay, fused=True)
+    for step in range(6):
+        for i, (p, q) in enumerate(zip(ours, ref, strict=True)):
+            if i == 2 and step % 2:  # no gradient this step: both skip it
+                p.grad = q.grad = None
+                continue
+            grad = torch.randn(p.shape, generator=g)
+            p.grad, q.grad = grad.clone(), grad.clone()
+        opt.step()
+        ref_opt.step()
+    for p, q, p0 in zip(ours, ref, start, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+        assert not torch.equal(p.detach(), p0)  # it did move

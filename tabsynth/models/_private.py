@@ -354,7 +354,7 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
     loader = private.loader(X, _cpu_generator(gen))
     opt_d = private.optimizer(
         D,
-        _ctgan._adam(D, model.discriminator_lr, model.discriminator_decay),
+        _ctgan._adam(D, model.discriminator_lr, model.discriminator_decay, private=True),
         gen,
         clip,
         clipping="ghost",
@@ -458,7 +458,7 @@ def train_tvae_private(model: Any, private: PrivateFit) -> None:
     clip = float(model.max_grad_norm)
     Xp = torch.as_tensor(private.X, device=dev)[:, model._perm].contiguous()
     loader = private.loader(Xp, _cpu_generator(gen))
-    opt = private.optimizer(vae, model._optimizer(), gen, clip, clipping="ghost")
+    opt = private.optimizer(vae, model._optimizer(private=True), gen, clip, clipping="ghost")
     batches = loader.batches(private.steps)
     for _epoch in model._epochs():
         for _ in range(private.steps_per_epoch):

@@ -288,9 +288,11 @@ class _ConditionSampler:
         return F.cross_entropy(gathered, g - self.offset_of[g])
 
 
-def _adam(module: nn.Module, lr: float, decay: float) -> torch.optim.Optimizer:
-    """Adam(β=(0.5, 0.9)) as in CTGAN."""
-    return _nn.adam(module.parameters(), lr, decay, betas=(0.5, 0.9))
+def _adam(module: nn.Module, lr: float, decay: float, private: bool = False) -> Any:
+    """Adam(β=(0.5, 0.9)) as in CTGAN; a ``torch.optim`` one only where Opacus wraps it."""
+    if private:
+        return _nn.optim_adam(module.parameters(), lr, decay, betas=(0.5, 0.9))
+    return _nn.Adam(module.parameters(), lr, decay, betas=(0.5, 0.9))
 
 
 class CTGAN(BaseSynthesizer):
