@@ -461,3 +461,16 @@ def test_dp_domains_refuses_a_column_whose_values_are_all_rare(table):
 def test_dp_domains_needs_epsilon(table):
     with pytest.raises(PrivacyError, match="dp_domains=True .* needs epsilon"):
         make_model("TVAE", dp_domains=True).fit(table)
+
+
+def test_declare_public_can_leave_undeclared_category_lists_private():
+    """category_lists=False (what --dp-domains uses): declared lists stay declared, inferred
+    ones stay private for DP to derive; every other fact is declared."""
+    df = pd.DataFrame({"a": ["x", "y"] * 5, "b": ["u", "v"] * 5, "n": np.arange(10.0)})
+    meta = Metadata.infer(df)
+    meta.update_column("b", categories=["u", "v", "w"])
+    meta.declare_public(category_lists=False)
+    assert not meta["a"].is_public("categories") and meta["a"].is_public("kind")
+    assert meta["b"].is_public("categories")
+    assert meta["n"].is_public("lower") and meta["n"].is_public("upper")
+    assert meta.public_problems() == ["'a': categories"]

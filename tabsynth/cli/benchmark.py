@@ -444,11 +444,9 @@ def _fit_sample_tabsynth(
         for name, kind in cell.get("kinds", {}).items():
             if name in meta and meta[name].kind != kind:
                 meta.update_column(name, kind=kind)
-        meta.declare_public()
-        if not cell.get("public_schema", True):
-            for spec in meta:
-                if spec.kind == "categorical":
-                    spec.origin["categories"] = "data"
+        private_lists = not cell.get("public_schema", True)
+        meta.declare_public(category_lists=not private_lists)
+        if private_lists:
             params["dp_domains"] = True
     model = cls(**params)
     peak.reset()

@@ -110,18 +110,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     meta = _metadata(args.metadata, df)
+    dp_domains = bool(getattr(args, "dp_domains", False))
     if getattr(args, "declare_public", False):
         # with --dp-domains the category lists that were not declared stay private: DP pays
-        keep_private = [
-            s.name
-            for s in meta
-            if getattr(args, "dp_domains", False)
-            and s.kind == "categorical"
-            and not s.is_public("categories")
-        ]
-        meta.declare_public()
-        for name in keep_private:
-            meta[name].origin["categories"] = "data"
+        meta.declare_public(category_lists=not dp_domains)
     timings["metadata"] = time.perf_counter() - t0
 
     params: dict[str, Any] = {
@@ -133,7 +125,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             params[name] = value
-    if getattr(args, "dp_domains", False):
+    if dp_domains:
         params["dp_domains"] = True
     model = _model_class(args.model)(**params)
     _say(args, f"fitting {model!r}")

@@ -176,11 +176,17 @@ class Metadata:
         self.columns[name] = ColumnSpec.from_dict(data)
         return self
 
-    def declare_public(self, *names: str) -> Metadata:
-        """Declare every fact of the named columns (all columns if none) as public knowledge."""
+    def declare_public(self, *names: str, category_lists: bool = True) -> Metadata:
+        """Declare every fact of the named columns (all columns if none) as public knowledge.
+
+        ``category_lists=False`` leaves the category lists of categorical columns as they are,
+        so the ones not declared yet stay private (``dp_domains=True`` derives them with DP).
+        """
         for name in names or tuple(self.columns):
             spec = self[name]
             for fact in TRACKED_FACTS:
+                if fact == "categories" and spec.kind == "categorical" and not category_lists:
+                    continue
                 if getattr(spec, fact) is not None or fact in ("kind", "nullable"):
                     spec.origin[fact] = "declared"
         return self

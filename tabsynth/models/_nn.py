@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.adam import adam as functional_adam  # importing it does not load torch._dynamo
 
 logger = logging.getLogger("tabsynth.models")
 
@@ -100,11 +101,17 @@ class SeededDropout(nn.Module):
         return f"p={self.p}"
 
 
-def optim_adam(
-    params: Any, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)
-) -> torch.optim.Optimizer:
-    """``torch.optim.Adam`` (fused where the build allows): for DP training, where Opacus
-    wraps a ``torch.optim`` optimizer. Plain training uses :class:`Adam`."""
+def adam(
+    params: Any,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    private: bool = False,
+) -> Any:
+    """The models' Adam: :class:`Adam` for plain training; under DP (``private``) a
+    ``torch.optim.Adam`` (fused where the build allows), because Opacus wraps an optimizer."""
+    if not private:
+        return Adam(params, lr, weight_decay, betas)
     params = list(params)
     kwargs: dict[str, Any] = {"lr": lr, "betas": betas, "weight_decay": weight_decay}
     try:
@@ -141,12 +148,10 @@ class Adam:
             )
             for p in self.params
         ]
-        self._fused: bool | None = True
+        self._fused = True
 
     @torch.no_grad()
     def step(self) -> None:
-        from torch.optim.adam import adam
-
         live = [(p, s) for p, s in zip(self.params, self._state, strict=True) if p.grad is not None]
         if not live:
             return
@@ -169,11 +174,11 @@ class Adam:
         )
         if self._fused:
             try:
-                adam(*args, fused=True, **kwargs)
+                functional_adam(*args, fused=True, **kwargs)
                 return
             except (RuntimeError, TypeError):  # pragma: no cover - no fused kernel here
                 self._fused = False
-        adam(*args, foreach=False, **kwargs)
+        functional_adam(*args, foreach=False, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:

@@ -289,10 +289,8 @@ class _ConditionSampler:
 
 
 def _adam(module: nn.Module, lr: float, decay: float, private: bool = False) -> Any:
-    """Adam(β=(0.5, 0.9)) as in CTGAN; a ``torch.optim`` one only where Opacus wraps it."""
-    if private:
-        return _nn.optim_adam(module.parameters(), lr, decay, betas=(0.5, 0.9))
-    return _nn.Adam(module.parameters(), lr, decay, betas=(0.5, 0.9))
+    """Adam(β=(0.5, 0.9)) as in CTGAN (see ``_nn.adam``)."""
+    return _nn.adam(module.parameters(), lr, decay, betas=(0.5, 0.9), private=private)
 
 
 class CTGAN(BaseSynthesizer):

@@ -450,11 +450,8 @@ class TVAE(BaseSynthesizer):
         return self.vae_.elbo_terms(x, noise, self._lt, rf, kw)
 
     def _optimizer(self, private: bool = False) -> Any:
-        """Adam, lr 1e-3, weight decay ``l2scale``; a ``torch.optim`` one only under DP, where
-        Opacus wraps it (see ``_nn.Adam``)."""
-        if private:
-            return _nn.optim_adam(self.vae_.parameters(), _LR, float(self.l2scale))
-        return _nn.Adam(self.vae_.parameters(), _LR, float(self.l2scale))
+        """Adam, lr 1e-3, weight decay ``l2scale`` (see ``_nn.adam``)."""
+        return _nn.adam(self.vae_.parameters(), _LR, float(self.l2scale), private=private)
 
     # -- training -------------------------------------------------------------------------------
     def _train(self, X: torch.Tensor) -> None:

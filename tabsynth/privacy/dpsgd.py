@@ -6,8 +6,8 @@ batch x parameters is built) and hand the clipped sum to ``make_dp_optimizer(...
 clipping="ghost")``. The ``torch.func`` path here (``per_sample_grads``: ``vmap(grad(...))``,
 nested for a WGAN-GP penalty, fed to a ``DPOptimizer`` through ``p.grad_sample``, Opacus'
 ``no_op`` pattern) materialises every per-sample gradient: it is the general reference the
-invariant tests compare the fast path against, and the fallback for a network ghost
-clipping does not cover.
+invariant tests compare the fast path against, and ``make_dp_optimizer(clipping="per_sample")``
+takes it for a network that ghost clipping does not cover (neither model needs that).
 """
 
 from __future__ import annotations
