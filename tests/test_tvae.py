@@ -112,8 +112,9 @@ def test_fused_loss_and_gradients_match_per_span_reference(shared_scale):
     weights = torch.rand(64, generator=g, dtype=torch.float64)  # a non-uniform upstream gradient
     with torch.no_grad():
         got, grad_logits, grad_log_sigma = _reconstruction(
-            _pad(logits_t[:, perm]), x_t[:, perm], log_sigma, layout.tensors("cpu")
+            _pad(logits_t[:, perm]), x_t[:, perm], log_sigma, layout.tensors("cpu"), weight=0.7
         )
+    grad_logits, grad_log_sigma = grad_logits / 0.7, grad_log_sigma / 0.7  # weighted gradients
     want = naive_nll(SPANS, logits_t, x_t, log_sigma.expand(64, -1))
     want_logits, want_log_sigma = torch.autograd.grad((want * weights).sum(), (logits_t, log_sigma))
     torch.testing.assert_close(got, want)
@@ -138,13 +139,13 @@ def test_reparameterisation_gradient_matches_autograd():
     h = torch.randn(16, 10, generator=g, dtype=torch.float64, requires_grad=True)
     noise = torch.randn(16, 5, generator=g, dtype=torch.float64)
     wz, wk = torch.randn(16, 5, generator=g, dtype=torch.float64), 0.7
-    z, kl, std, var = _reparameterise(h, noise)
+    z, kl, noise_std, var_m1 = _reparameterise(h, noise)
     want = torch.autograd.grad((z * wz).sum() + wk * kl.sum(), h)[0]
     mu, logvar = h.chunk(2, dim=1)
     torch.testing.assert_close(z, mu + noise * torch.exp(0.5 * logvar))
     torch.testing.assert_close(kl, 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1))
     with torch.no_grad():
-        got = _reparameterise_grad(h, noise, std, var, wz, wk)
+        got = _reparameterise_grad(h, noise_std, var_m1, wz, wk)
     torch.testing.assert_close(got, want)
 
 

@@ -102,8 +102,11 @@ class _Layout:
     def tensors(self, device: torch.device) -> _LayoutTensors:
         return _LayoutTensors(
             n_scalar=self.n_scalar,
-            groups=[
-                (torch.as_tensor(i.reshape(-1), device=device), torch.as_tensor(p, device=device))
+            groups=[  # indices into the padded decoder output (scalars first)
+                (
+                    torch.as_tensor(self.n_scalar + i.reshape(-1), device=device),
+                    torch.as_tensor(p, device=device),
+                )
                 for i, p in self.groups
             ],
             grad_index=torch.as_tensor(
@@ -117,7 +120,7 @@ class _Layout:
 @dataclass(frozen=True)
 class _LayoutTensors:
     n_scalar: int
-    groups: list[tuple[torch.Tensor, torch.Tensor]]  # flat index into the one-hot block, pad mask
+    groups: list[tuple[torch.Tensor, torch.Tensor]]  # flat index into the padded logits, pad mask
     grad_index: torch.Tensor  # decoder column j <- column j of [scalars | padded groups]
     last: list[torch.Tensor]  # per group: the last valid position of each span (width - 1)
 
@@ -128,7 +131,11 @@ def _pad(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _reconstruction(
-    logits: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor, lt: _LayoutTensors
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    log_sigma: torch.Tensor,
+    lt: _LayoutTensors,
+    weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-row negative log-likelihood of a batch and its gradients, in one pass.
 
@@ -139,9 +146,10 @@ def _reconstruction(
     cross-entropy, computed per padded group (see ``_Layout``) as
     ``sum(logsumexp) - sum(target * logit)``; targets are exact one-hots.
 
-    Returns ``nll`` (b,), ``d nll_i / d logits_i`` (b, dim) and ``d nll_i / d log_sigma``
-    (b, n_scalar): the closed forms ``softmax - target`` and the Gaussian's derivatives, so a
-    training step has no autograd node for the loss (a dozen ops per group, none per column).
+    Returns ``nll`` (b,) and ``weight`` (> 0) times its gradients: ``d nll_i / d logits_i`` (b, dim)
+    and ``d nll_i / d log_sigma`` (b, n_scalar): the closed forms ``softmax - target`` and the
+    Gaussian's derivatives, so a training step has no autograd node for the loss (a dozen ops
+    per group, none per column; the weight is folded into small tensors, not a pass of its own).
     """
     ns = lt.n_scalar
     b, dim = x.shape
@@ -149,52 +157,53 @@ def _reconstruction(
     diff = x[:, :ns] - t
     scaled = diff * torch.exp(-2.0 * log_sigma)  # (x - mean) / sigma^2
     nll = (0.5 * diff * scaled + log_sigma).sum(1) if ns else logits.new_zeros(b)
-    grad_log_sigma = (scaled * diff).neg_().add_(1.0)
+    grad_log_sigma = (scaled * diff).sub_(1.0).mul_(-weight)
     # the gradient is written into one [scalars | padded groups] buffer, then gathered once
     buf = logits.new_empty(b, ns + sum(pad.numel() for _, pad in lt.groups))
-    torch.mul(t.mul_(t).sub_(1.0), scaled, out=buf[:, :ns])  # -(x - mean)/sigma^2 (1 - tanh^2)
-    soft = logits[:, ns:]
+    # weight * -(x - mean)/sigma^2 (1 - tanh^2)
+    torch.mul(t.mul_(t).sub_(1.0), scaled.mul_(weight), out=buf[:, :ns])
     off = ns
     for flat, pad in lt.groups:
-        v = soft.index_select(1, flat).view(b, *pad.shape)
+        v = logits.index_select(1, flat).view(b, *pad.shape)
         m = v.amax(-1, keepdim=True)
         e = torch.exp2(v.sub_(m).mul_(_LOG2E))  # exp2 is ~2x cheaper than exp on CPU
         s = e.sum(-1, keepdim=True)
         nll += (torch.log(s) + m).sum((1, 2))
-        torch.div(e, s, out=buf[:, off : off + pad.numel()].view(b, *pad.shape))  # softmax
+        out = buf[:, off : off + pad.numel()].view(b, *pad.shape)
+        torch.div(e, s.mul_(1.0 / weight), out=out)  # weight * softmax
         off += pad.numel()
     grad = buf.index_select(1, lt.grad_index)
     if lt.groups:
         nll -= (logits[:, ns:dim] * x[:, ns:]).sum(1)
-        grad[:, ns:].sub_(x[:, ns:])  # softmax - target
+        grad[:, ns:].sub_(x[:, ns:], alpha=weight)  # weight * (softmax - target)
     return nll, grad, grad_log_sigma
 
 
 def _reparameterise(h: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``h = [mu, logvar]`` → ``z = mu + noise * exp(logvar / 2)``, the per-row
-    KL(q(z|x) || N(0, I)) and what the backward pass reuses (``std``, ``var``)."""
+    KL(q(z|x) || N(0, I)) and what the backward pass reuses (``noise * std``, ``var - 1``)."""
     mu, logvar = h.chunk(2, dim=-1)
     std = torch.exp(0.5 * logvar)
-    var = std * std
-    kl = 0.5 * (mu * mu + var - 1.0 - logvar).sum(-1)
-    return torch.addcmul(mu, noise, std), kl, std, var
+    var_m1 = torch.addcmul(std.new_tensor(-1.0), std, std)
+    kl = 0.5 * (mu * mu).add_(var_m1).sub_(logvar).sum(-1)
+    noise_std = noise * std
+    return mu + noise_std, kl, noise_std, var_m1
 
 
 def _reparameterise_grad(
     h: torch.Tensor,
-    noise: torch.Tensor,
-    std: torch.Tensor,
-    var: torch.Tensor,
+    noise_std: torch.Tensor,
+    var_m1: torch.Tensor,
     grad_z: torch.Tensor,
     kl_weight: float,
 ) -> torch.Tensor:
-    """Gradient w.r.t. ``h`` of ``sum_i (grad_z_i . z_i + kl_weight * kl_i)``."""
+    """Gradient w.r.t. ``h`` of ``sum_i (grad_z_i . z_i + kl_weight * kl_i)``: three passes."""
     mu = h.chunk(2, dim=-1)[0]
     e = mu.shape[-1]
     out = h.new_empty(h.shape)
     torch.add(grad_z, mu, alpha=kl_weight, out=out[:, :e])  # d / d mu
-    grad_logvar = torch.mul(grad_z, noise, out=out[:, e:])
-    grad_logvar.mul_(std).add_(var, alpha=kl_weight).sub_(kl_weight).mul_(0.5)
+    # d / d logvar = (grad_z * noise * std + kl_weight * (var - 1)) / 2
+    torch.addcmul(var_m1 * (0.5 * kl_weight), grad_z, noise_std, value=0.5, out=out[:, e:])
     return out
 
 
@@ -303,7 +312,7 @@ class _VAE(nn.Module):
             h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
         inputs.append(h)
         hl = torch.addmm(self.latent.bias, h, self.latent.weight.t())
-        h, kl, std, var = _reparameterise(hl, noise)
+        h, kl, noise_std, var_m1 = _reparameterise(hl, noise)
         for layer in dec[:-1]:
             inputs.append(h)
             h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
@@ -313,10 +322,9 @@ class _VAE(nn.Module):
         logits[:, dim] = -math.inf
         torch.addmm(dec[-1].bias, h, dec[-1].weight.t(), out=logits[:, :dim])
         log_sigma = self.log_scale.linear.weight.t()  # (1, n_scalar)
-        rec, g, g_log_sigma = _reconstruction(logits, x, log_sigma, lt)
-        g.mul_(rec_weight)
+        rec, g, g_log_sigma = _reconstruction(logits, x, log_sigma, lt, rec_weight)
         ones = x.new_ones(x.shape[0], 1)
-        uses = [LinearUse(self.log_scale.linear, ones, g_log_sigma.mul_(rec_weight), bias=False)]
+        uses = [LinearUse(self.log_scale.linear, ones, g_log_sigma, bias=False)]
         z_layer = len(enc) + 1
         for i in range(len(layers) - 1, -1, -1):
             uses.append(LinearUse(layers[i], inputs[i], g))
@@ -324,7 +332,7 @@ class _VAE(nn.Module):
                 break
             g = g @ layers[i].weight
             if i == z_layer:
-                g = _reparameterise_grad(hl, noise, std, var, g, kl_weight)
+                g = _reparameterise_grad(hl, noise_std, var_m1, g, kl_weight)
             else:  # ReLU's derivative from its output, in one kernel
                 g = torch.ops.aten.threshold_backward(g, inputs[i], 0.0)
         return ElboTerms(rec, kl, uses)
@@ -500,15 +508,15 @@ class TVAE(BaseSynthesizer):
             noise = torch.randn(n, ns, generator=generator, device=dev)
             value = torch.tanh(logits[:, :ns]) + noise * torch.exp(log_sigma)
             out.index_copy_(1, self._perm[:ns], value)
-        soft = _pad(logits)[:, ns:]
+        padded = _pad(logits)
         for (flat, pad), last in zip(lt.groups, lt.last, strict=True):
             k = pad.shape[0]
-            v = soft.index_select(1, flat).view(n, *pad.shape)
+            v = padded.index_select(1, flat).view(n, *pad.shape)
             # inverse CDF: one uniform per span (not one Gumbel draw per category)
             cdf = torch.softmax(v, -1).cumsum_(-1)
             u = torch.rand(n, k, 1, generator=generator, device=dev)
             pick = torch.minimum(torch.searchsorted(cdf, u).squeeze(-1), last)
-            target = self._perm[ns + flat.view(k, -1).gather(1, pick.t()).t()]
+            target = self._perm[flat.view(k, -1).gather(1, pick.t()).t()]
             out.scatter_(1, target, 1.0)
         return out
 
