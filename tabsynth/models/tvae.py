@@ -141,15 +141,16 @@ def _reconstruction(
 
     ``x`` (b, dim) in decoder order; ``logits`` (b, dim + 1) in decoder order with a last
     column of ``-inf`` (``_pad``: the padding of every group reads it); ``log_sigma`` is
-    ``(batch, n_scalar)`` or ``(1, n_scalar)``. Scalar spans: Gaussian with mean ``tanh(logit)`` and scale
-    ``exp(log_sigma)`` (the constant ``log sqrt(2 pi)`` is dropped). One-hot spans:
-    cross-entropy, computed per padded group (see ``_Layout``) as
+    ``(batch, n_scalar)`` or ``(1, n_scalar)``. Scalar spans: Gaussian with mean
+    ``tanh(logit)`` and scale ``exp(log_sigma)`` (the constant ``log sqrt(2 pi)`` is dropped).
+    One-hot spans: cross-entropy, computed per padded group (see ``_Layout``) as
     ``sum(logsumexp) - sum(target * logit)``; targets are exact one-hots.
 
-    Returns ``nll`` (b,) and ``weight`` (> 0) times its gradients: ``d nll_i / d logits_i`` (b, dim)
-    and ``d nll_i / d log_sigma`` (b, n_scalar): the closed forms ``softmax - target`` and the
-    Gaussian's derivatives, so a training step has no autograd node for the loss (a dozen ops
-    per group, none per column; the weight is folded into small tensors, not a pass of its own).
+    Returns ``nll`` (b,) and ``weight`` (> 0) times its gradients: ``d nll_i / d logits_i``
+    (b, dim) and ``d nll_i / d log_sigma`` (b, n_scalar): the closed forms
+    ``softmax - target`` and the Gaussian's derivatives, so a training step has no autograd
+    node for the loss (a dozen ops per group, none per column; the weight is folded into small
+    tensors, not a pass of its own).
     """
     ns = lt.n_scalar
     b, dim = x.shape
@@ -184,7 +185,7 @@ def _reparameterise(h: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor,
     KL(q(z|x) || N(0, I)) and what the backward pass reuses (``noise * std``, ``var - 1``)."""
     mu, logvar = h.chunk(2, dim=-1)
     std = torch.exp(0.5 * logvar)
-    var_m1 = torch.addcmul(std.new_tensor(-1.0), std, std)
+    var_m1 = torch.addcmul(std.new_tensor(-1.0), std, std)  # var - 1, in one pass
     kl = 0.5 * (mu * mu).add_(var_m1).sub_(logvar).sum(-1)
     noise_std = noise * std
     return mu + noise_std, kl, noise_std, var_m1
