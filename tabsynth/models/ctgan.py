@@ -188,7 +188,9 @@ class _ConditionSampler:
         spans = [transformer.category_span(c) for c in columns]
         self.columns = columns
         self.widths = np.array([int(s.width) for s in spans], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.widths)[:-1]]).astype(np.int64)
+        # exclusive cumulative sum: also right (empty) for a table without discrete columns,
+        # where CTGAN trains unconditionally (no condition vector), as the paper's code does
+        self.offsets = (np.cumsum(self.widths) - self.widths).astype(np.int64)
         self.starts = np.array([int(s.start) for s in spans], dtype=np.int64)
         self.cond_dim = int(self.widths.sum())
         n_cols = len(columns)
