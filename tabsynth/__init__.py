@@ -12,6 +12,7 @@ _LAZY = {
     "CTGAN": "tabsynth.models",
     "TVAE": "tabsynth.models",
     "load": "tabsynth.models",
+    "augment": "tabsynth.models",
     "evaluate": "tabsynth.metrics",
     "Report": "tabsynth.metrics",
     "datasets": "tabsynth.datasets",

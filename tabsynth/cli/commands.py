@@ -129,7 +129,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         params["dp_domains"] = True
     model = _model_class(args.model)(**params)
     _say(args, f"fitting {model!r}")
-    model.fit(df, metadata=meta)
+    model.fit(df, metadata=meta, log_dir=getattr(args, "log_dir", None))
     fitted = getattr(model, "timings_", {})
     timings["preprocess"] = float(fitted.get("preprocess_s", float("nan")))
     timings["train"] = float(fitted.get("train_s", float("nan")))

@@ -138,6 +138,12 @@ def _add_fit(sub: Any) -> None:
     p.add_argument("--seed", type=_seed, help="random seed (reproducible runs)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
+    p.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="write per-epoch TensorBoard scalars there (needs the tensorboard package; "
+        "under DP only DP values)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="MODEL.tsyn", help="model file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timings")
     p.set_defaults(func=_run("commands", "cmd_fit"))
@@ -175,6 +181,43 @@ def _add_sample(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".csv/.csv.gz/.parquet")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run("commands", "cmd_sample"))
+
+
+def _add_augment(sub: Any) -> None:
+    p = sub.add_parser(
+        "augment",
+        help="add synthetic rows of chosen classes to a table (rebalance a rare class)",
+        description="Fit a model (or load one) and add conditional synthetic rows of the chosen "
+        "classes of --target; the output has a boolean column marking the synthetic rows. "
+        "With a DP model only synthetic rows are written (real rows would be released).",
+        epilog="examples:\n"
+        "  tabsynth augment loans.csv --target default --balance -o augmented.csv\n"
+        "  tabsynth augment loans.csv --target default --add yes=2000 --from-model loans.tsyn "
+        "-o more.parquet",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("data", help="the real table (.csv, .csv.gz, .parquet, .pq)")
+    p.add_argument("--target", required=True, metavar="COL", help="the class column")
+    p.add_argument(
+        "--balance",
+        action="store_true",
+        help="add rows until every class is as large as the largest",
+    )
+    p.add_argument(
+        "--add", action="append", metavar="CLASS=N", help="add N rows of CLASS (repeatable)"
+    )
+    p.add_argument(
+        "--from-model", metavar="MODEL.tsyn", help="use a saved model instead of fitting one"
+    )
+    p.add_argument("--model", choices=("ctgan", "tvae"), default="ctgan", help="default: ctgan")
+    p.add_argument("--metadata", metavar="META.json", help="metadata from `tabsynth inspect`")
+    p.add_argument("--epochs", type=_positive_int, help="training epochs (model default)")
+    p.add_argument("--indicator", default="is_synthetic", help="name of the marker column")
+    p.add_argument("--seed", type=_seed, help="random seed (reproducible runs)")
+    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help=".csv/.csv.gz/.parquet")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run("augment", "cmd_augment"))
 
 
 def _add_evaluate(sub: Any) -> None:
@@ -344,7 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback of unexpected errors"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_inspect, _add_fit, _add_sample, _add_evaluate, _add_benchmark, _add_demo):
+    for add in (
+        _add_inspect,
+        _add_fit,
+        _add_sample,
+        _add_augment,
+        _add_evaluate,
+        _add_benchmark,
+        _add_demo,
+    ):
         add(sub)
     return parser
 

@@ -172,6 +172,40 @@ def summary_rows(metrics: dict, skipped: dict[str, str]) -> list[dict]:
     return rows
 
 
+_AUGMENTATION_NAMES = {
+    "roc_auc": "ROC AUC",
+    "average_precision": "average precision",
+    "minority_recall": "minority-class recall",
+}
+
+
+def _augmentation_rows(values: dict, rows: list[dict]) -> None:
+    aug = values.get("augmentation")
+    if not aug:
+        return
+    for metric, label in _AUGMENTATION_NAMES.items():
+        s = aug[metric]
+        base = f"utility.augmentation.{metric}"
+        rows.append(
+            {
+                "metric": f"{base}.augmented",
+                "value": s["augmented"],
+                "direction": "higher is better",
+                "meaning": f"{label} trained on real + {aug['n_synthetic_added']} synthetic "
+                f"rows of the smaller classes (real only: {s['real']:.3f})",
+            }
+        )
+        rows.append(
+            {
+                "metric": f"{base}.difference",
+                "value": s["difference"],
+                "direction": "above 0 helps",
+                "meaning": f"augmented - real {label}; 95% bootstrap interval over holdout rows "
+                f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]",
+            }
+        )
+
+
 def _utility_rows(values: dict, rows: list[dict]) -> None:
     for model, scores in values.get("models", {}).items():
         for metric, trio in scores.items():
@@ -202,6 +236,7 @@ def _utility_rows(values: dict, rows: list[dict]) -> None:
                     "meaning": f"synthetic / real {label}",
                 }
             )
+    _augmentation_rows(values, rows)
 
 
 def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:

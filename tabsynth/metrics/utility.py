@@ -18,6 +18,7 @@ from sklearn.metrics import (
 from tabsynth.errors import DataError
 from tabsynth.metrics import _models
 from tabsynth.metrics._data import DISCRETE_KINDS, Encoded, model_matrix
+from tabsynth.metrics.augmentation import augmentation_utility
 
 TASKS = ("binary", "multiclass", "regression")
 #: per model family: the metrics computed, in report order
@@ -161,6 +162,19 @@ def utility(
         "n_test": int(y_test.size),
         "models": models,
     }
+    if task != "regression":
+        kind, j = enc.position(target)
+
+        def label(code: float) -> str:
+            return str(enc.levels[j][int(code)]) if kind == "cat" else f"{code:g}"
+
+        augmented, reason = augmentation_utility(
+            data["real"], data["synthetic"], data["holdout"], mask, classes, rng, label
+        )
+        if reason:
+            notes.append(f"augmentation: {reason}")
+        else:
+            out["augmentation"] = augmented
     return out, notes, None
 
 

@@ -1,5 +1,6 @@
 """Models layer: CTGAN and TVAE on one shared base class, plus ``load`` for saved models."""
 
+from tabsynth.models.augment import augment
 from tabsynth.models.base import BaseSynthesizer
 from tabsynth.models.ctgan import CTGAN
 from tabsynth.models.persistence import load
@@ -10,4 +11,4 @@ except ImportError as exc:  # pragma: no cover - only while tvae.py is absent
     if exc.name != "tabsynth.models.tvae":
         raise
 
-__all__ = ["CTGAN", "TVAE", "BaseSynthesizer", "load"]
+__all__ = ["CTGAN", "TVAE", "BaseSynthesizer", "augment", "load"]

@@ -41,9 +41,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -97,6 +98,8 @@ class BaseSynthesizer:
     _json_attrs: ClassVar[tuple[str, ...]] = ()
     #: rows decoded per chunk at sampling time (bounds memory for very large requests)
     _sample_chunk: ClassVar[int] = 50_000
+    #: history keys that are post-processing of the DP release (may be logged under DP)
+    _dp_log_keys: ClassVar[tuple[str, ...]] = ()
     #: rows per network forward inside a chunk: activations stay in cache and allocator blocks
     #: are reused (26k rows at once were ~45% slower on CPU than slices of 2048)
     _forward_chunk: ClassVar[int] = 2048
@@ -166,11 +169,26 @@ class BaseSynthesizer:
         return None
 
     # -- fit ------------------------------------------------------------------------------
-    def fit(self, df: pd.DataFrame, metadata: Any = None) -> BaseSynthesizer:
-        """Learn the table ``df``; ``metadata=None`` infers it from the data."""
+    def fit(
+        self,
+        df: pd.DataFrame,
+        metadata: Any = None,
+        *,
+        callbacks: Sequence[Any] | None = None,
+        log_dir: str | os.PathLike | None = None,
+    ) -> BaseSynthesizer:
+        """Learn the table ``df``; ``metadata=None`` infers it from the data.
+
+        ``callbacks``: objects with ``on_epoch_end(model, row)``, called after every epoch with
+        the epoch's history row. ``log_dir``: write the same rows as TensorBoard scalars there
+        (needs the ``tensorboard`` package). Under DP both receive only DP or public values
+        (the epoch, the epsilon spent so far, losses that are post-processing of the release).
+        """
         from tabsynth.metadata import Metadata, check_frame
+        from tabsynth.models._tracking import check_callbacks
         from tabsynth.transform import TableTransformer
 
+        callbacks = check_callbacks(callbacks)
         self._validate_common_params()
         self._check_params()
         check_frame(df)
@@ -229,20 +247,27 @@ class BaseSynthesizer:
         self._sample_generator: torch.Generator | None = None
         self._build()
 
+        from tabsynth.models._tracking import Tracker
+
+        self._tracker = Tracker(callbacks, log_dir, private=private, dp_keys=self._dp_log_keys)
         t1 = time.perf_counter()
         self._history_rows: list[dict[str, float]] = []
         for module in self._modules().values():
             module.train()
-        if private is None:
-            self._train(torch.as_tensor(X, device=self.device_))
-            self.privacy_report_ = None
-        else:
-            self._train_private(private)
-            from tabsynth.models._private import finish_private_fit
+        try:
+            if private is None:
+                self._train(torch.as_tensor(X, device=self.device_))
+                self.privacy_report_ = None
+            else:
+                self._train_private(private)
+                from tabsynth.models._private import finish_private_fit
 
-            self.privacy_report_ = finish_private_fit(private)
-            if self.verbose:
-                print(format_privacy_report(self.privacy_report_))
+                self.privacy_report_ = finish_private_fit(private)
+                if self.verbose:
+                    print(format_privacy_report(self.privacy_report_))
+        finally:
+            self._tracker.close()
+            del self._tracker
         train_s = time.perf_counter() - t1
         for module in self._modules().values():
             module.eval()
@@ -362,6 +387,7 @@ class BaseSynthesizer:
         row["seconds"] = now - self._epoch_t0
         self._epoch_t0 = now
         self._history_rows.append(row)
+        self._tracker.epoch_end(self, row)
         if self.verbose:
             self._bar.set_postfix({k: f"{float(v):.3f}" for k, v in losses.items()}, refresh=False)
 
@@ -438,6 +464,13 @@ class BaseSynthesizer:
         if len(frames) == 1:
             return frames[0]
         return pd.concat(frames, ignore_index=True)
+
+    def plot_history(self, ax: Any = None) -> Any:
+        """The training curves of ``history_`` (matplotlib Axes; needs the ``report`` extra)."""
+        from tabsynth.models._tracking import plot_history
+
+        self._check_fitted()
+        return plot_history(self.history_, title=type(self).__name__, ax=ax)
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: Any) -> None:

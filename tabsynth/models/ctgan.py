@@ -379,6 +379,8 @@ class CTGAN(BaseSynthesizer):
     #: also feed the generator step, DCGAN-style. Turn off where the generator must not see
     #: conditions derived from real rows (the DP path draws them from DP frequencies instead).
     _reuse_fakes: ClassVar[bool] = True
+    #: the DP loop's generator loss reads only the DP critic and fake rows: post-processing
+    _dp_log_keys: ClassVar[tuple[str, ...]] = ("loss_g",)
 
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:
