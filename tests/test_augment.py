@@ -257,3 +257,16 @@ def test_cli_augment_balance_and_errors(table, tmp_path, capsys):
     rc = main(["augment", str(src), "--target", "y", "--add", "maybe=3", "-q", "-o", str(out)])
     assert rc == 1
     assert "class 'maybe' does not occur in column 'y'" in capsys.readouterr().err
+
+
+def test_integer_label_is_a_class_column(table):
+    """A 0/1 integer label (the common encoding of a binary target) is augmented per value."""
+    df = table.assign(y=(table["y"] == "pos").astype("int64"))
+    model = small(epochs=1).fit(df)
+    out = tabsynth.augment(df, model, target="y", random_state=0)
+    syn = out[out["is_synthetic"]]
+    assert set(syn["y"]) == {1}
+    assert len(syn) == (df["y"] == 0).sum() - (df["y"] == 1).sum()
+    assert out["y"].dtype == np.int64
+    with pytest.raises(DataError, match="integer target 'k' has 5 values|class 7"):
+        tabsynth.augment(df, model, target="k", strategy={7: 1})

@@ -21,7 +21,9 @@ from tabsynth.models.base import BaseSynthesizer
 
 #: rows drawn from a DP model to estimate its class shares (post-processing, costs no budget)
 _DP_PROBE_ROWS = 20_000
-_TARGET_KINDS = ("categorical", "boolean")
+_TARGET_KINDS = ("categorical", "boolean", "integer")
+#: an integer target has at most this many classes (a 0/1 label, a 1-5 grade)
+_MAX_INTEGER_CLASSES = 50
 
 
 def augment(
@@ -73,11 +75,11 @@ def augment(
     missing = [c for c in model.metadata_.names if c not in real.columns]
     if missing:
         raise DataError(f"the model was fitted on columns the table lacks: {missing}")
-    kind = model.metadata_[target].kind
-    if kind not in _TARGET_KINDS:
+    spec = model.metadata_[target]
+    if spec.kind not in _TARGET_KINDS:
         raise DataError(
-            f"augment needs a categorical or boolean target; column {target!r} is {kind} "
-            "(declare it categorical in the metadata to add rows per value)"
+            f"augment needs a categorical, boolean or integer target; column {target!r} is "
+            f"{spec.kind} (declare it categorical in the metadata to add rows per value)"
         )
     private = getattr(model, "privacy_report_", None) is not None
     rng = np.random.default_rng(random_state)
@@ -120,9 +122,28 @@ def _rows_to_add(
     seed: Any,
 ) -> dict[Any, int]:
     """Rows to add per class: explicit counts, or what balances the classes."""
-    domain = model.transformer_.categories_of(target)
+    spec = model.metadata_[target]
+    if spec.kind == "integer":
+        # the classes of an integer label: its values (without DP) or its public bounds (DP)
+        observed = real[target].dropna().unique()
+        span = (
+            int(spec.upper) - int(spec.lower) + 1
+            if private and spec.lower is not None and spec.upper is not None
+            else observed.size
+        )
+        if span > _MAX_INTEGER_CLASSES:
+            raise DataError(
+                f"integer target {target!r} has {span} values; augment adds rows per class and "
+                f"takes integer targets with at most {_MAX_INTEGER_CLASSES} values (declare a "
+                "categorical column)"
+            )
     if isinstance(strategy, Mapping):
-        known = domain if private else real[target].dropna().unique().tolist()
+        if not private:
+            known = real[target].dropna().unique().tolist()
+        elif spec.kind == "integer":
+            known = list(range(int(spec.lower), int(spec.upper) + 1))
+        else:
+            known = model.transformer_.categories_of(target)
         out = {}
         for value, n in strategy.items():
             if not any(_same(value, k) for k in known):
