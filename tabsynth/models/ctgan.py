@@ -296,37 +296,90 @@ def _adam(module: nn.Module, lr: float, decay: float, private: bool = False) -> 
 
 
 class CTGAN(BaseSynthesizer):
-    """Conditional tabular GAN (Xu et al. 2019) — own implementation, tuned for speed.
+    """Conditional tabular GAN (Xu et al. 2019), an own implementation tuned for speed.
 
-    Architecture: residual generator (Linear+BatchNorm+ReLU blocks whose outputs are
-    concatenated), PacGAN critic (Linear+LeakyReLU(0.2)+Dropout(0.5), no BatchNorm) trained with
-    WGAN-GP, Gumbel-softmax (τ=0.2) on every one-hot span (categories, GMM modes, null flags) and
-    tanh on scalar spans, a condition vector with training-by-sampling (log-frequency while
-    training, empirical frequencies when sampling) and the conditional cross-entropy loss.
+    A residual generator learns to produce rows that a PacGAN critic (WGAN-GP) cannot tell from
+    real ones. Each categorical value, numeric mode and null flag is a one-hot span generated
+    through a Gumbel-softmax; training-by-sampling with a condition vector makes rare categories
+    as visible to the generator as frequent ones, and ``sample(conditions=...)`` uses the same
+    vector to steer generation. How it differs from the reference implementation and why is
+    in ``docs/architecture.md``; speed figures are in ``docs/benchmarks.md``.
 
-    Differences from the reference implementation, chosen for speed and correctness:
+    Parameters
+    ----------
+    embedding_dim : int, default=128
+        Size of the random noise vector fed to the generator.
+    generator_dim : sequence of int, default=(256, 256)
+        Widths of the generator's residual blocks (Linear + BatchNorm + ReLU).
+    discriminator_dim : sequence of int, default=(256, 256)
+        Widths of the critic's layers (Linear + LeakyReLU(0.2) + Dropout(0.5)).
+    generator_lr, discriminator_lr : float, default=2e-4
+        Adam learning rates (betas 0.5, 0.9).
+    generator_decay, discriminator_decay : float, default=1e-6
+        Adam weight decay.
+    batch_size : int, default=500
+        Rows per step; rounded to a multiple of ``pac`` and capped by the table size (warned).
+        Under DP it is the expected size of the Poisson batches.
+    discriminator_steps : int, default=1
+        Critic steps per generator step (each one is a noisy step under DP).
+    log_frequency : bool, default=True
+        Draw training conditions with log-frequency (rare categories seen more often).
+    pac : int, default=10
+        Rows the critic judges together (PacGAN, against mode collapse). Set to 1 under DP,
+        where each example must be one row (warned).
+    epochs : int, default=300
+        Passes over the table.
+    device : {"auto", "cpu", "cuda"} or torch device string, default="auto"
+        ``"auto"`` trains on CUDA when available. A model trained on a GPU loads on CPU.
+    verbose : bool, default=True
+        Progress bar with the losses per epoch (and the privacy ledger under DP).
+    random_state : int or None, default=None
+        Seed of every draw of a non-DP fit and of sampling: the same seed gives bit-identical
+        fits and samples on CPU. Under DP the privacy-relevant draws ignore it (OS entropy).
+    max_fit_samples : int or None, default=20000
+        Rows the column encoders are fitted on (a seeded subsample; None = all rows).
+    epsilon : float or None, default=None
+        Train with differential privacy at this (epsilon, delta) end to end; needs a public
+        schema (see ``docs/privacy.md``).
+    delta : float or None, default=None
+        DP delta; None picks a value well below 1/n.
+    max_grad_norm : float, default=1.0
+        Per-example gradient clipping norm of DP-SGD.
+    accountant : {"prv"}, default="prv"
+        Privacy accountant of the ledger (PRV, with an RDP cross-check in the report).
+    dp_domains : bool, default=False
+        Under DP, derive undeclared category lists with a thresholded noisy histogram (paid
+        from epsilon; rare values are dropped).
 
-    * one generator forward per iteration: the last critic step's fake batch (its graph kept)
-      is reused by the generator step, as in the DCGAN recipe, and the critic sees it detached
-      (the reference runs the generator twice and back-propagates the critic loss through the
-      generator only to throw those gradients away);
-    * the critic step runs in closed form (``_Discriminator.wgan_gp_terms``): one forward over
-      the real, fake and interpolated packs, one backward of the output, one Jacobian-vector
-      product for the gradient penalty, and the weight gradients as one matmul per layer -- no
-      autograd graph and no double backward (8.5 vs 12.2 ms per step on Adult, 2 threads);
-      the same terms are clipped per example under DP; the critic's weights are frozen during
-      the generator step;
-    * sampling decodes each one-hot span with one inverse-CDF draw (the law of the Gumbel-softmax
-      argmax, 10x fewer random draws) and runs the generator in 2048-row slices;
-    * the condition sampler is fully vectorised (one multinomial + one index per batch), the
-      activations run as one softmax per span-width bucket, Adam uses the fused kernel, and the
-      data live on the device as one tensor;
-    * ``sample(conditions=...)``: a categorical condition becomes the condition vector (the
-      rarest one when several are given) and every other condition is enforced by rejection;
-    * each fake row is paired with the real row whose category defined its condition (no
-      permutation), which is also the pairing DP-SGD needs;
-    * every random draw (noise, Gumbel, dropout, row choice) comes from generators owned by the
-      model, so a ``random_state`` gives bit-identical fits and samples on CPU.
+    Attributes
+    ----------
+    metadata_ : Metadata
+        The schema the model was fitted with (declared, inferred or DP-derived facts).
+    transformer_ : TableTransformer
+        The fitted reversible encoding of the table.
+    history_ : pandas.DataFrame
+        One row per epoch: ``generator_loss``, ``discriminator_loss`` and ``seconds`` (under DP
+        only values that are DP, see ``docs/privacy.md``).
+    n_rows_fit_ : int
+        Rows the model was fitted on (under DP the noisy or declared count).
+    batch_size_ : int
+        The batch size actually used.
+    device_ : torch.device
+        Where the networks were trained.
+    privacy_report_ : dict or None
+        The DP ledger of the fit (also ``privacy_report()``); None without DP.
+    last_sample_stats_ : dict or None
+        Requested/produced/generated rows and acceptance rate of the last conditional sample.
+
+    Examples
+    --------
+    >>> import tabsynth
+    >>> from tabsynth.datasets import make_patients
+    >>> real = make_patients(1000, random_state=0)
+    >>> model = tabsynth.CTGAN(epochs=5, random_state=0, verbose=False).fit(real)
+    >>> synthetic = model.sample(100, conditions={"ward": "icu"})
+    >>> bool((synthetic["ward"] == "icu").all()), list(synthetic.columns) == list(real.columns)
+    (True, True)
     """
 
     def __init__(

@@ -340,41 +340,87 @@ class _VAE(nn.Module):
 
 
 class TVAE(BaseSynthesizer):
-    """Tabular variational autoencoder (Xu et al. 2019) — own implementation, tuned for speed.
+    """Tabular variational autoencoder (Xu et al. 2019), an own implementation tuned for speed.
 
-    Encoder MLP (``compress_dims``) → Gaussian latent of ``embedding_dim`` → decoder MLP
-    (``decompress_dims``). The reconstruction term is a cross-entropy for every one-hot span
-    (categories, numeric modes, null flags: missingness is learned jointly with the values) and a
-    Gaussian likelihood with a learned per-column scale for every scalar span; the objective is
-    ``loss_factor * reconstruction + kl_weight * KL`` per row, averaged over the batch. Adam,
-    lr 1e-3, ``weight_decay=l2scale``.
+    An encoder MLP maps each row to a Gaussian latent code and a decoder MLP maps codes back to
+    rows: a cross-entropy for every one-hot span (categories, numeric modes and null flags, so
+    missingness is learned jointly with the values) and a Gaussian likelihood with a learned
+    scale for every scalar. Sampling draws codes from N(0, I) and samples the decoder's
+    distribution (not its argmax, which drops rare categories). A VAE has no condition input, so
+    ``sample(conditions=...)`` uses the base class's vectorised rejection sampling: every
+    returned row matches, or ``SamplingError`` says how many could be produced. Design notes are
+    in ``docs/architecture.md``; speed and quality figures in ``docs/benchmarks.md``.
 
-    Sampling draws ``z ~ N(0, I)`` and then samples from the decoder's distribution: each one-hot
-    span from its softmax (inverse CDF, one uniform per span), each scalar from
-    ``N(tanh(logit), sigma)``. The reference implementation takes the argmax of each one-hot span
-    instead; on Adult (60 epochs, same fitted model) sampling gave column shapes 0.98 vs 0.88,
-    logistic detection AUC 0.58 vs 0.88 and TSTR accuracy 0.83 vs 0.80, because the argmax drops
-    rare categories. Its cost: a deterministic dependency between columns (a value missing for
-    exactly one category) is reproduced only once the latent code separates the categories,
-    i.e. after enough training (a few thousand steps on a small table).
+    Parameters
+    ----------
+    embedding_dim : int, default=128
+        Size of the latent code.
+    compress_dims : sequence of int, default=(128, 128)
+        Widths of the encoder's Linear + ReLU layers.
+    decompress_dims : sequence of int, default=(128, 128)
+        Widths of the decoder's Linear + ReLU layers.
+    l2scale : float, default=1e-5
+        Adam weight decay (learning rate 1e-3).
+    batch_size : int, default=500
+        Rows per step, capped by the table size (warned). Under DP it is the expected size of
+        the Poisson batches.
+    epochs : int, default=300
+        Passes over the table.
+    loss_factor : float, default=2.0
+        Weight of the reconstruction term.
+    kl_weight : float, default=1.0
+        Weight of the KL term.
+    device : {"auto", "cpu", "cuda"} or torch device string, default="auto"
+        ``"auto"`` trains on CUDA when available. A model trained on a GPU loads on CPU.
+    verbose : bool, default=True
+        Progress bar with the losses per epoch (and the privacy ledger under DP).
+    random_state : int or None, default=None
+        Seed of every draw of a non-DP fit and of sampling: the same seed gives bit-identical
+        fits and samples on CPU. Under DP the privacy-relevant draws ignore it (OS entropy).
+    max_fit_samples : int or None, default=20000
+        Rows the column encoders are fitted on (a seeded subsample; None = all rows).
+    epsilon : float or None, default=None
+        Train with differential privacy at this (epsilon, delta) end to end; needs a public
+        schema (see ``docs/privacy.md``).
+    delta : float or None, default=None
+        DP delta; None picks a value well below 1/n.
+    max_grad_norm : float, default=1.0
+        Per-example gradient clipping norm of DP-SGD (exact ghost clipping).
+    accountant : {"prv"}, default="prv"
+        Privacy accountant of the ledger (PRV, with an RDP cross-check in the report).
+    dp_domains : bool, default=False
+        Under DP, derive undeclared category lists with a thresholded noisy histogram (paid
+        from epsilon; rare values are dropped).
 
-    Conditions: a VAE decoder has no condition input, so ``sample(conditions=...)`` uses the base
-    class's vectorised rejection sampling with adaptive oversampling: it generates batches, keeps
-    the rows that satisfy their condition (every returned row does) and raises ``SamplingError``
-    with the requested/produced/generated counts when the model cannot produce enough of them.
+    Attributes
+    ----------
+    metadata_ : Metadata
+        The schema the model was fitted with (declared, inferred or DP-derived facts).
+    transformer_ : TableTransformer
+        The fitted reversible encoding of the table.
+    history_ : pandas.DataFrame
+        One row per epoch: ``loss``, ``reconstruction_loss``, ``kl_loss`` and ``seconds``
+        (under DP only values that are DP, see ``docs/privacy.md``).
+    n_rows_fit_ : int
+        Rows the model was fitted on (under DP the noisy or declared count).
+    batch_size_ : int
+        The batch size actually used.
+    device_ : torch.device
+        Where the networks were trained.
+    privacy_report_ : dict or None
+        The DP ledger of the fit (also ``privacy_report()``); None without DP.
+    last_sample_stats_ : dict or None
+        Requested/produced/generated rows and acceptance rate of the last conditional sample.
 
-    Speed: a training step runs in closed form (``_VAE.elbo_terms``: one forward pass, the
-    backward pass written out, weight gradients as one matmul per layer), with no autograd
-    graph. The decoder emits its outputs in a fixed order (scalars first, then one-hot spans
-    sorted by width, padded into a few groups), so the reconstruction loss and its gradient run
-    a handful of ops per group, not per column; Adam is fused; batches are slices of one
-    shuffled tensor on the device. Every random draw comes from the model's own generators, so
-    a ``random_state`` gives bit-identical fits and samples on CPU and the global RNG is never
-    touched.
-
-    DP: only Linear/ReLU layers in one module (``vae_``) and the learned scales are a Linear
-    weight, so every example's gradient is a sum of rank-one terms per layer: the same
-    ``elbo_terms`` serve DP-SGD, which clips each example exactly (ghost clipping).
+    Examples
+    --------
+    >>> import tabsynth
+    >>> from tabsynth.datasets import make_patients
+    >>> real = make_patients(1000, random_state=0)
+    >>> model = tabsynth.TVAE(epochs=5, random_state=0, verbose=False).fit(real)
+    >>> synthetic = model.sample(100, random_state=1)
+    >>> synthetic.dtypes.equals(real.dtypes)
+    True
     """
 
     def __init__(

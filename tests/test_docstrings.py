@@ -1,0 +1,30 @@
+"""The Examples sections of the public model docstrings run as written."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import tabsynth
+
+
+@pytest.mark.parametrize("name", ["CTGAN", "TVAE"])
+def test_model_docstring_examples_run(name):
+    cls = getattr(tabsynth, name)
+    for section in ("Parameters", "Attributes", "Examples"):
+        assert f"\n    {section}\n    ---" in cls.__doc__, section
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(cls, name, globs={}):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["CTGAN", "TVAE"])
+def test_every_hyper_parameter_is_documented(name):
+    cls = getattr(tabsynth, name)
+    doc = cls.__doc__
+    for param in cls._param_names():
+        assert f"    {param} :" in doc or f", {param} :" in doc or f"    {param}," in doc, param
