@@ -320,3 +320,17 @@ def test_dp_fit_can_derive_category_lists_with_dp(work: Path) -> None:
     model = tabsynth.load(work / "dpd.tsyn")
     derived = [s for s in model.metadata_ if s.origin.get("categories") == "dp"]
     assert derived, "no category list was derived with DP"
+
+
+def test_demo_ends_with_three_verdict_lines(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--rows", "400", "--epochs", "2", "--out", str(out), "-q"]
+    assert main([*args, "--model", "tvae"]) == 0
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    assert [line.split(":")[0] for line in lines[-3:]] == ["fidelity", "utility", "privacy risk"]
+    assert "trained on synthetic vs" in lines[-2] and "(ratio " in lines[-2]
+    assert all(" -> " in line for line in lines[-3:])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "id='verdict'" in page and "<h2>Training curves</h2>" in page
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["model"]["name"] == "TVAE" and len(report["model"]["history"]["epoch"]) == 2

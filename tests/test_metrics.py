@@ -375,3 +375,152 @@ def test_html_without_matplotlib_names_the_extra(full_report, tmp_path, monkeypa
     with pytest.raises(ImportError, match=r"tabsynth\[report\]"):
         full_report.to_html(tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+# -- verdict, pair heat maps, training curves ---------------------------------------------------
+def test_verdict_levels_follow_the_documented_thresholds():
+    from tabsynth.metrics.verdict import THRESHOLDS, level
+
+    assert level("column_shapes", 0.90) == "good" and level("column_shapes", 0.8999) == "check"
+    assert level("column_shapes", 0.80) == "check" and level("column_shapes", 0.79) == "poor"
+    assert level("detection", 0.70) == "good" and level("detection", 0.86) == "poor"
+    assert level("utility_ratio", 0.9) == "good" and level("utility_ratio", 0.74) == "poor"
+    assert level("membership_auc", None) == "n/a"
+    # the documented table in docs/metrics.md carries the same numbers
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text("utf-8")
+    section = doc[doc.index("## Verdict") :]
+    for key, t in THRESHOLDS.items():
+        row = next(line for line in section.splitlines() if f"`{key}`" in line)
+        assert f"{t['good']:.2f}" in row and f"{t['check']:.2f}" in row, key
+
+
+def test_headlines_and_verdict_lines_read_the_report(frames, full_report):
+    items = {h["key"]: h for h in full_report.headlines()}
+    assert list(items) == ["column_shapes", "pair_trends", "detection", "utility", "privacy"]
+    # an independent sample of the same distribution: faithful, useful, no copying
+    assert items["column_shapes"]["level"] == "good"
+    assert items["privacy"]["level"] == "good"
+    ratio = full_report["utility.hist_gradient_boosting.roc_auc.ratio"]
+    assert items["utility"]["value"] == f"{ratio:.2f}"
+    lines = full_report.verdict_lines()
+    assert [line.split(":")[0] for line in lines] == ["fidelity", "utility", "privacy risk"]
+    assert f"(ratio {ratio:.2f})" in lines[1]
+    # copies of the training rows: privacy risk is flagged, not called low
+    real, _, holdout = frames
+    copied = evaluate(real, real.copy(), holdout=holdout, metrics=["privacy"], random_state=0)
+    assert {h["key"]: h for h in copied.headlines()}["privacy"]["level"] == "poor"
+    assert "-> HIGH" in copied.verdict_lines()[2]
+    assert copied.verdict_lines()[1].startswith("utility: not computed")
+    # shuffled columns keep the shapes but lose the pair trends
+    rng = np.random.default_rng(3)
+    shuffled = real.apply(lambda s: pd.Series(s.to_numpy()[rng.permutation(len(s))]))
+    rep = evaluate(real, shuffled, metrics=["fidelity"], random_state=0)
+    levels = {h["key"]: h["level"] for h in rep.headlines()}
+    assert levels["column_shapes"] == "good" and levels["pair_trends"] != "good"
+
+
+def test_association_matrices_match_scipy(frames, full_report):
+    from scipy.stats.contingency import association
+
+    real, synthetic, _ = frames
+    pairs = full_report.to_dict()["plots"]["pairs"]
+    cols = pairs["columns"]
+    r, s = np.array(pairs["real"], dtype=float), np.array(pairs["synthetic"], dtype=float)
+    i, j = cols.index("age"), cols.index("income")
+    both = real[["age", "income"]].dropna()
+    assert r[i, j] == pytest.approx(np.corrcoef(both["age"], both["income"])[0, 1])
+    both = synthetic[["age", "income"]].dropna()
+    assert s[i, j] == pytest.approx(np.corrcoef(both["age"], both["income"])[0, 1])
+    a, b = cols.index("group"), cols.index("target")
+    table = pd.crosstab(real["group"], real["target"]).to_numpy()
+    assert r[a, b] == pytest.approx(association(table, method="cramer"))
+    assert np.allclose(np.diag(r), 1.0) and np.allclose(r, r.T, equal_nan=True)
+    same = evaluate(real, real.copy(), metrics=["fidelity"], random_state=0).to_dict()
+    np.testing.assert_allclose(
+        np.array(same["plots"]["pairs"]["real"], dtype=float),
+        np.array(same["plots"]["pairs"]["synthetic"], dtype=float),
+    )
+
+
+def test_marginals_count_out_of_range_values_instead_of_clipping():
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame({"x": rng.normal(size=2000)})
+    syn = pd.DataFrame({"x": np.r_[rng.normal(size=1920), np.full(80, -50.0)]})
+    rep = evaluate(real, syn, {"x": "continuous"}, metrics=["fidelity"], random_state=0)
+    plot = rep.to_dict()["plots"]["marginals"][0]
+    lo, hi = plot["edges"][0], plot["edges"][-1]
+    assert lo > -5  # the plotted range follows the real values
+    x = syn["x"].to_numpy()
+    assert plot["outside"]["synthetic"] == pytest.approx(np.mean((x < lo) | (x > hi)))
+    assert plot["outside"]["synthetic"] > 0.04
+    # the far outliers are not piled into the lowest bin
+    assert plot["synthetic"][0] < 0.01
+    assert sum(plot["synthetic"]) == pytest.approx(1 - plot["outside"]["synthetic"])
+
+
+@pytest.fixture(scope="module")
+def fitted_tvae(frames):
+    import tabsynth
+
+    real = frames[0]
+    return tabsynth.TVAE(epochs=3, batch_size=100, random_state=0, verbose=False).fit(real)
+
+
+def test_report_with_model_has_training_curves_and_verdict_first(frames, fitted_tvae, tmp_path):
+    real, _, holdout = frames
+    synthetic = fitted_tvae.sample(len(real), random_state=0)
+    rep = evaluate(
+        real, synthetic, holdout=holdout, target="target", random_state=0, model=fitted_tvae
+    )
+    info = rep.to_dict()["model"]
+    assert info["name"] == "TVAE" and info["privacy"] is None
+    assert info["params"] == {"epochs": 3, "batch_size": 100}
+    assert info["history"]["epoch"] == [0, 1, 2]
+    assert info["history"]["loss"] == pytest.approx(fitted_tvae.history_["loss"].tolist())
+    page = rep.to_html(tmp_path / "r.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == len(real.columns) + 5  # + training curves
+    order = [
+        page.index("id='verdict'"),
+        page.index("<h2>Marginals"),
+        page.index("<h2>Pair trends"),
+        page.index("<h2>Training curves"),
+        page.index("<h2>All metrics"),
+    ]
+    assert order == sorted(order)
+    for group in ("Fidelity", "Detection", "ML utility", "Privacy-risk diagnostics"):
+        assert f"<h3>{group}</h3>" in page
+    assert "Membership-inference AUC" in page and "ROC AUC, gradient boosting" in page
+    assert page.count("class='card ") == 5
+    # JSON round trip keeps the model section and renders the same page
+    back = Report.from_dict(json.loads(rep.to_json()))
+    assert back.to_dict()["model"] == info
+    with pytest.raises(DataError, match="fitted tabsynth model"):
+        evaluate(real, synthetic, model=object())
+
+
+def test_report_header_shows_the_dp_ledger(tmp_path):
+    import tabsynth
+    from tabsynth.metadata import Metadata
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.choice(["x", "y"], 400), "b": rng.normal(size=400)})
+    meta = Metadata.infer(table)
+    meta.update_column("a", kind="categorical", categories=["x", "y"], nullable=False)
+    meta.update_column("b", kind="continuous", lower=-5.0, upper=5.0)
+    meta.declare_public()
+    meta.n_rows = 400
+    model = tabsynth.CTGAN(
+        epochs=1, batch_size=100, epsilon=3.0, pac=1, embedding_dim=8, generator_dim=(16,),
+        discriminator_dim=(16,), verbose=False, random_state=0,
+    ).fit(table, meta)  # fmt: skip
+    rep = evaluate(table, model.sample(400), random_state=0, model=model)
+    ledger = model.privacy_report()
+    assert rep.to_dict()["model"]["privacy"]["epsilon"] == pytest.approx(ledger["epsilon"])
+    page = rep.to_html(tmp_path / "dp.html").read_text(encoding="utf-8")
+    header = page[: page.index("</section>")]
+    assert "Differentially private training" in header
+    assert f"{ledger['epsilon']:.4g}" in header and f"{ledger['delta']:.4g}" in header
+    for mech in ledger["mechanisms"]:
+        assert str(mech["name"]) in header

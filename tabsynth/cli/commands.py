@@ -344,7 +344,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     report = tabsynth.evaluate(
-        train, synthetic, metadata=meta, holdout=holdout, target=target, random_state=args.seed
+        train,
+        synthetic,
+        metadata=meta,
+        holdout=holdout,
+        target=target,
+        random_state=args.seed,
+        model=model,
     )
     report.to_json(out / "report.json")
     report.to_html(out / "report.html")
@@ -367,6 +373,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("next: tabsynth sample " + str(out / "model.tsyn") + " -n 1000 -o more.csv")
     if note:
         print(f"note: {note}")
+    print()
+    for line in report.verdict_lines():
+        print(line)
     return 0
 
 

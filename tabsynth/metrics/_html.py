@@ -27,11 +27,11 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _png(fig) -> str:
+def _png(fig, alt: str = "plot") -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _esc(value: Any) -> str:
@@ -68,6 +68,9 @@ def _marginal(plot: dict) -> str:
         nulls = plot["missing"]
         if nulls["real"] or nulls["synthetic"]:
             title += f"\nmissing: real {nulls['real']:.1%}, synthetic {nulls['synthetic']:.1%}"
+        outside = plot.get("outside", {})
+        if outside.get("synthetic", 0.0) > 0.005:
+            title += f"\nbeyond the plotted range: synthetic {outside['synthetic']:.1%}"
         ax.set_ylabel("share of non-missing rows")
         if plot["kind"] == "datetime":
             fig.autofmt_xdate()
@@ -85,24 +88,56 @@ def _marginal(plot: dict) -> str:
     return _png(fig)
 
 
-def _heatmap(plot: dict) -> str:
-    cols = plot["columns"]
+def _matrix(plot: dict, key: str) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in plot[key]], dtype=float)
+
+
+def _heatmaps(plot: dict) -> str:
+    """Real and synthetic association matrices side by side, and their pair-score difference."""
+    cols = [str(c)[:16] for c in plot["columns"]]
     n = len(cols)
-    m = np.array([[np.nan if v is None else v for v in row] for row in plot["difference"]])
-    size = max(4.0, 0.32 * n + 2.0)
-    fig = _figure(size + 1.0, size)
-    ax = fig.add_subplot()
-    im = ax.imshow(np.ma.masked_invalid(m), cmap="Reds", vmin=0.0, vmax=max(0.1, np.nanmax(m)))
-    ax.set_xticks(range(n), [str(c)[:18] for c in cols], rotation=90, fontsize=7)
-    ax.set_yticks(range(n), [str(c)[:18] for c in cols], fontsize=7)
-    ax.set_title(
-        "Pair-trend difference (1 - pair score)\n"
-        "|Δ Pearson r|/2 for numeric pairs, contingency TVD otherwise",
-        fontsize=9,
-    )
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    panels = [("difference", "Difference: 1 - pair score", "Reds", 0.0, None)]
+    if "real" in plot and "synthetic" in plot:
+        panels = [
+            ("real", "Real: association", "RdBu_r", -1.0, 1.0),
+            ("synthetic", "Synthetic: association", "RdBu_r", -1.0, 1.0),
+            *panels,
+        ]
+    side = max(3.6, 0.22 * n + 1.6)
+    fig = _figure(side * len(panels) + 0.8 * len(panels), side + 0.5)
+    for k, (key, title, cmap, vmin, vmax) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        m = _matrix(plot, key)
+        if vmax is None:
+            vmax = max(0.1, float(np.nanmax(m))) if np.isfinite(m).any() else 0.1
+        im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_xticks(range(n), cols, rotation=90, fontsize=6)
+        ax.set_yticks(range(n), cols if k == 0 else [""] * n, fontsize=6)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.7)
     fig.tight_layout()
-    return _png(fig)
+    return _png(fig, "pair-trend heat maps: real and synthetic associations and their difference")
+
+
+def _training_curves(model: dict) -> str | None:
+    """One small panel per logged loss of the model's training history."""
+    history = model.get("history") or {}
+    epochs = history.get("epoch")
+    losses = [k for k in history if k not in ("epoch", "seconds")]
+    if not epochs or not losses:
+        return None
+    losses = losses[:4]
+    fig = _figure(3.4 * len(losses), 2.8)
+    for k, name in enumerate(losses):
+        ax = fig.add_subplot(1, len(losses), k + 1)
+        y = np.array([np.nan if v is None else v for v in history[name]], dtype=float)
+        ax.plot(np.asarray(epochs, dtype=float) + 1, y, color=SYNTHETIC, linewidth=1.2)
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{model.get('name', 'model')} training curves", fontsize=9)
+    fig.tight_layout()
+    return _png(fig, "training curves")
 
 
 def _utility(util: dict) -> str:
@@ -142,40 +177,128 @@ def _distances(hist: dict, title: str) -> str:
 
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
+body{font-family:system-ui,sans-serif;margin:1.2em 2em;color:#222;max-width:1400px}
+h1{margin:0 0 .2em 0;font-size:1.6em} .meta{color:#555;margin:0 0 .8em 0;font-size:14px}
+table{border-collapse:collapse;margin:.6em 0 1.2em 0;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f0f0f0} .grid{display:flex;flex-wrap:wrap;gap:8px}
+th{background:#f0f0f0} .grid{display:flex;flex-wrap:wrap;gap:8px} img{max-width:100%}
 .warn{background:#fff4e0;border-left:4px solid #f0a020;padding:4px 10px;margin:3px 0}
+.verdict{display:flex;flex-wrap:wrap;gap:12px;margin:.4em 0 .6em 0}
+.card{flex:1 1 220px;max-width:300px;border-radius:8px;padding:10px 14px;border:1px solid #ddd;
+ border-top-width:6px}
+.card .label{font-size:13px;color:#444;font-weight:600}
+.card .value{font-size:26px;font-weight:700;margin:2px 0} .card .value.small{font-size:17px}
+.card .level{display:inline-block;font-size:12px;font-weight:700;text-transform:uppercase;
+ border-radius:4px;padding:1px 7px;color:#fff}
+.card .reading{font-size:13px;margin:6px 0 2px 0} .card .detail{font-size:11px;color:#666}
+.good{border-top-color:#2e7d32} .good .level{background:#2e7d32}
+.check{border-top-color:#e0a000} .check .level{background:#b07d00}
+.poor{border-top-color:#c62828} .poor .level{background:#c62828}
+.na{border-top-color:#999} .na .level{background:#999}
+.dp{background:#eef4fb;border-left:4px solid #1f77b4;padding:6px 12px;margin:.4em 0;font-size:13px}
+.legend{font-size:12px;color:#555;margin:.2em 0 1em 0}
+td.num{text-align:right;font-variant-numeric:tabular-nums} code{font-size:11px;color:#666}
+details{margin:.4em 0}
 """
+
+_GROUP_TITLES = {
+    "fidelity": "Fidelity",
+    "detection": "Detection",
+    "utility": "ML utility",
+    "privacy": "Privacy-risk diagnostics",
+}
+
+
+def _verdict(data: dict) -> list[str]:
+    from tabsynth.metrics.verdict import NA, headlines
+
+    parts = ["<section id='verdict'><div class='verdict'>"]
+    for h in headlines(data):
+        cls = "na" if h["level"] == NA else h["level"]
+        parts.append(
+            f"<div class='card {cls}' data-level='{_esc(h['level'])}'>"
+            f"<div class='label'>{_esc(h['label'])}</div>"
+            f"<div class='value{' small' if len(h['value']) > 10 else ''}'>"
+            f"{_esc(h['value'])}</div>"
+            f"<span class='level'>{_esc(h['level'])}</span>"
+            f"<div class='reading'>{_esc(h['reading'])}</div>"
+            f"<div class='detail'>{_esc(h['detail'])}</div></div>"
+        )
+    parts.append("</div>")
+    privacy = (data.get("model") or {}).get("privacy")
+    if privacy:
+        mechs = "; ".join(
+            f"{_esc(m.get('name'))} (noise multiplier {_fmt(m.get('noise_multiplier'))}"
+            + (f", {m['steps']} steps" if m.get("steps") is not None else "")
+            + ")"
+            for m in privacy.get("mechanisms", [])
+        )
+        parts.append(
+            "<div class='dp'><b>Differentially private training:</b> "
+            f"(&epsilon; = {_fmt(privacy.get('epsilon'))}, &delta; = {_fmt(privacy.get('delta'))})"
+            f"-DP, {_esc(privacy.get('adjacency', ''))} of one {_esc(privacy.get('unit', 'row'))}"
+            f"; accountant {_esc(privacy.get('accountant', ''))}. Mechanisms: {mechs or '–'}."
+            "</div>"
+        )
+    parts.append(
+        "<p class='legend'>Colours: <b>good</b> / <b>check</b> / <b>poor</b> by the thresholds in "
+        "docs/metrics.md (section <i>Verdict</i>). Privacy figures are descriptive diagnostics "
+        "of copying and overfitting; they are not evidence of differential privacy.</p>"
+        "</section>"
+    )
+    return parts
+
+
+def _metric_tables(data: dict) -> list[str]:
+    from tabsynth.metrics.report import label
+
+    parts = []
+    for group in ("fidelity", "detection", "utility", "privacy"):
+        rows = [r for r in data["summary"] if r["metric"].split(".")[0] == group]
+        if not rows:
+            continue
+        parts.append(f"<h3>{_GROUP_TITLES[group]}</h3><table><thead><tr><th>metric</th>"
+                     "<th>value</th><th>how to read</th><th>what it measures</th></tr></thead>"
+                     "<tbody>")  # fmt: skip
+        for r in rows:
+            name = r["metric"]
+            shown = _GROUP_TITLES[group] if name == group else label(name)
+            parts.append(
+                f"<tr><td>{_esc(shown)}<br><code>{_esc(name)}</code></td>"
+                f"<td class='num'>{_fmt(r['value'])}</td><td>{_esc(r['direction'])}</td>"
+                f"<td>{_esc(r['meaning'])}</td></tr>"
+            )
+        parts.append("</tbody></table>")
+    return parts
 
 
 def render(data: dict) -> str:
-    """The whole page as a string."""
+    """The whole page as a string: verdict first, then plots, the full tables last."""
     _figure(1, 1)  # fail early with the install hint when matplotlib is missing
     plots = data.get("plots", {})
     metrics = data.get("metrics", {})
+    model = data.get("model") or {}
+    rows = ", ".join(f"{_esc(k)} {_fmt(v)} rows" for k, v in data["n_rows"].items())
+    trained = ""
+    if model:
+        params = ", ".join(f"{_esc(k)}={_fmt(v)}" for k, v in model.get("params", {}).items())
+        trained = f" &middot; model {_esc(model.get('name', ''))}" + (
+            f" ({params})" if params else ""
+        )
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>tabsynth evaluation report</title><style>{_CSS}</style></head><body>",
         "<h1>tabsynth evaluation report</h1>",
-        "<p>" + ", ".join(f"{_esc(k)}: {_fmt(v)} rows" for k, v in data["n_rows"].items()),
-        f" &middot; created {_esc(data.get('created', ''))}"
+        f"<p class='meta'>{rows}{trained} &middot; created {_esc(data.get('created', ''))}"
         f" &middot; tabsynth {_esc(data.get('tabsynth_version', ''))}</p>",
     ]
-    for w in data.get("warnings", []):
-        parts.append(f"<div class='warn'>{_esc(w)}</div>")
-    parts.append("<h2>Summary</h2>")
-    parts.append(_table(data["summary"], ["metric", "value", "direction", "meaning"]))
-    parts.append(
-        "<p>Privacy figures are descriptive diagnostics of copying and overfitting; "
-        "they are not evidence of differential privacy.</p>"
-    )
-    details = data.get("details", {})
-    if details.get("columns"):
-        parts.append("<h2>Columns</h2>")
-        cols = ["column", "kind", "metric", "shape", "missing_similarity", "coverage", "adherence"]
-        parts.append(_table(details["columns"], cols + ["note"]))
+    parts.extend(_verdict(data))
+    notes = data.get("warnings", [])
+    if notes:
+        parts.append(f"<details><summary>{len(notes)} note(s) about the inputs</summary>")
+        parts.extend(f"<div class='warn'>{_esc(w)}</div>" for w in notes)
+        parts.append("</details>")
     if plots.get("marginals"):
         n_total = plots.get("n_marginal_columns", len(plots["marginals"]))
         parts.append(
@@ -186,7 +309,17 @@ def render(data: dict) -> str:
         parts.append("</div>")
     if plots.get("pairs") and len(plots["pairs"]["columns"]) >= 2:
         parts.append("<h2>Pair trends</h2>")
-        parts.append(_heatmap(plots["pairs"]))
+        parts.append(
+            "<p class='legend'>Association of each column pair: Pearson r for two numeric "
+            "columns (blue negative, red positive), Cramér's V otherwise (0 to 1). The right "
+            "panel shows 1 - pair score: darker means the synthetic table changed that "
+            "relationship more.</p>"
+        )
+        parts.append(_heatmaps(plots["pairs"]))
+    curves = _training_curves(model) if model else None
+    if curves:
+        parts.append("<h2>Training curves</h2>")
+        parts.append(curves)
     if metrics.get("utility", {}).get("models"):
         parts.append("<h2>ML utility</h2>")
         parts.append(_utility(metrics["utility"]))
@@ -199,6 +332,13 @@ def render(data: dict) -> str:
         for key, hist in plots["privacy"].items():
             parts.append(_distances(hist, titles.get(key, key)))
         parts.append("</div>")
+    parts.append("<h2>All metrics</h2>")
+    parts.extend(_metric_tables(data))
+    details = data.get("details", {})
+    if details.get("columns"):
+        parts.append("<h2>Columns</h2>")
+        cols = ["column", "kind", "metric", "shape", "missing_similarity", "coverage", "adherence"]
+        parts.append(_table(details["columns"], cols + ["note"]))
     if data.get("skipped"):
         parts.append("<h2>Not computed</h2><ul>")
         parts.extend(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in data["skipped"].items())

@@ -231,6 +231,52 @@ def pair_scores(
     ), total
 
 
+def association_matrix(
+    enc: Encoded, columns: list, real: str = "real", synthetic: str = "synthetic"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Association matrices of the real and the synthetic table over ``columns`` (for plots).
+
+    Pearson r (signed, pairwise-complete rows) for two numeric columns, Cramér's V of the joint
+    table otherwise, with numeric columns cut on the *real* bin edges and missing as a level,
+    exactly as in :func:`pair_scores`. NaN where undefined (a constant column); 1 on the diagonal.
+    """
+    n = len(columns)
+    out = {name: np.eye(n) for name in (real, synthetic)}
+    corr = {name: _correlations(enc.frames[name].num) for name in (real, synthetic)}
+    binned: dict[tuple[int, str], np.ndarray] = {}
+
+    def codes(col: Any, name: str) -> tuple[np.ndarray, int]:
+        kind, j = enc.position(col)
+        frame = enc.frames[name]
+        if kind == "cat":
+            return frame.cat[:, j], int(enc.n_levels[j]) + 1
+        key = (j, name)
+        if key not in binned:
+            binned[key] = _bin_codes(enc.frames[real].num[:, j], frame.num[:, j])
+        return binned[key], N_BINS + 3
+
+    for a in range(n):
+        for b in range(a + 1, n):
+            (ka, ja), (kb, jb) = enc.position(columns[a]), enc.position(columns[b])
+            for name in (real, synthetic):
+                if ka == "num" and kb == "num":
+                    v = float(corr[name][ja, jb])
+                else:
+                    (xa, na), (xb, nb) = codes(columns[a], name), codes(columns[b], name)
+                    v = _cramers_v(xa, xb, na, nb)
+                out[name][a, b] = out[name][b, a] = v
+    return out[real], out[synthetic]
+
+
+def _cramers_v(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> float:
+    """Cramér's V of two code vectors (levels that never occur are dropped); NaN if degenerate."""
+    counts = np.bincount(a * nb + b, minlength=na * nb).reshape(na, nb)
+    counts = counts[counts.sum(axis=1) > 0][:, counts.sum(axis=0) > 0]
+    if counts.shape[0] < 2 or counts.shape[1] < 2:
+        return float("nan")
+    return float(association(counts, method="cramer"))
+
+
 def fidelity(
     enc: Encoded, rng: np.random.Generator, max_pairs: int | None
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
