@@ -339,7 +339,7 @@ def _add_benchmark(sub: Any) -> None:
 
 #: The demo's model and training length: the best train-on-synthetic utility on the patients
 #: table within about 2 minutes on 2 cores (docs/benchmarks.md, section "Demo"). Switch model here.
-DEMO_MODEL, DEMO_EPOCHS, DEMO_BATCH_SIZE = "tvae", 300, 200
+DEMO_MODEL, DEMO_EPOCHS, DEMO_BATCH_SIZE = "tvae", 200, 200
 
 
 def _add_demo(sub: Any) -> None:

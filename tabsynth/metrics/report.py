@@ -130,6 +130,8 @@ _SIDE_LABELS = {
     "synthetic": "trained on synthetic",
     "real": "trained on real",
     "ratio": "synthetic / real",
+    "augmented": "trained on real + synthetic minority rows",
+    "difference": "augmented - real",
 }
 
 
@@ -140,7 +142,10 @@ def label(metric: str) -> str:
     parts = metric.split(".")
     if len(parts) == 4 and parts[0] == "utility":
         _, model, name, side = parts
-        what = _UTILITY_NAMES.get(name, name)
+        what = _UTILITY_NAMES.get(name, name.replace("_", " "))
+        what = what[:1].upper() + what[1:]
+        if model == "augmentation":
+            return f"{what}, augmentation, {_SIDE_LABELS.get(side, side)}"
         return f"{what}, {_MODEL_LABELS.get(model, model)}, {_SIDE_LABELS.get(side, side)}"
     return metric
 
