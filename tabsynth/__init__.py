@@ -9,6 +9,7 @@ _LAZY = {
     "Metadata": "tabsynth.metadata",
     "ColumnSpec": "tabsynth.metadata",
     "TableTransformer": "tabsynth.transform",
+    "ARGN": "tabsynth.models",
     "CTGAN": "tabsynth.models",
     "TVAE": "tabsynth.models",
     "load": "tabsynth.models",

@@ -1,5 +1,6 @@
-"""Models layer: CTGAN and TVAE on one shared base class, plus ``load`` for saved models."""
+"""Models layer: ARGN, CTGAN and TVAE on one shared base class, plus ``load`` for saved models."""
 
+from tabsynth.models.argn import ARGN
 from tabsynth.models.augment import augment
 from tabsynth.models.base import BaseSynthesizer
 from tabsynth.models.ctgan import CTGAN
@@ -11,4 +12,4 @@ except ImportError as exc:  # pragma: no cover - only while tvae.py is absent
     if exc.name != "tabsynth.models.tvae":
         raise
 
-__all__ = ["CTGAN", "TVAE", "BaseSynthesizer", "augment", "load"]
+__all__ = ["ARGN", "CTGAN", "TVAE", "BaseSynthesizer", "augment", "load"]

@@ -96,6 +96,8 @@ class BaseSynthesizer:
 
     #: fitted attributes (JSON-able) that ``save`` stores and ``load`` restores
     _json_attrs: ClassVar[tuple[str, ...]] = ()
+    #: the model accepts ``epochs=None`` (it chooses its training length itself; ARGN)
+    _auto_epochs: ClassVar[bool] = False
     #: rows decoded per chunk at sampling time (bounds memory for very large requests)
     _sample_chunk: ClassVar[int] = 50_000
     #: history keys that are post-processing of the DP release (may be logged under DP)
@@ -224,7 +226,7 @@ class BaseSynthesizer:
                 delta=self.delta,
                 max_grad_norm=self.max_grad_norm,
                 batch_size=int(self.batch_size),
-                epochs=int(self.epochs),
+                epochs=self._private_epochs(),
                 critic_steps=self._critic_steps(),
                 seed=seeds[0],
                 dp_domains=bool(getattr(self, "dp_domains", False)),
@@ -280,6 +282,8 @@ class BaseSynthesizer:
     def _validate_common_params(self) -> None:
         for name in ("batch_size", "epochs"):
             value = getattr(self, name)
+            if name == "epochs" and value is None and self._auto_epochs:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise DataError(f"{name} must be a positive int, got {value!r}")
         if self.max_fit_samples is not None and (
@@ -319,6 +323,11 @@ class BaseSynthesizer:
     def _check_private_params(self) -> None:
         """Model-specific DP adjustments (e.g. CTGAN's pac=1), warned about, never silent."""
         return None
+
+    def _private_epochs(self) -> int:
+        """Epochs of the DP plan, fixed before training (a model with ``_auto_epochs`` derives
+        them from its hyper-parameters when ``epochs=None``)."""
+        return int(self.epochs)
 
     def _critic_steps(self) -> int:
         """Noisy optimizer steps per batch of the private loop (CTGAN: discriminator steps)."""

@@ -1,5 +1,8 @@
 """Conditional sampling that always holds, for every model.
 
+A model with a ``_sample_exact(k, conditions, generator)`` method (ARGN) produces rows that meet
+the conditions by construction; they are checked, never rejected. For the others:
+
 Requests are grouped by distinct condition; for each group the model is asked for rows (with
 its categorical conditions passed as a *hint*, which CTGAN turns into its conditional vector so
 almost every row already matches) and rows that miss any condition are rejected, vectorised.
@@ -235,6 +238,18 @@ def _sample_group(
     hint = {c.column: c.value for c in conds if c.hint} or None
     if not conds:
         return model._generate_frame(k, None, generator), k, k
+    exact = getattr(model, "_sample_exact", None)
+    if exact is not None:  # the model meets the conditions by construction (ARGN): no rejection
+        frame = exact(k, conds, generator)
+        ok = np.ones(len(frame), dtype=bool)
+        for c in conds:
+            ok &= c.mask(frame[c.column])
+        if len(frame) != k or not ok.all():
+            raise SamplingError(
+                f"internal: {type(model).__name__} returned {int((~ok).sum())} of {k} rows that "
+                f"miss {' and '.join(c.describe() for c in conds)}"
+            )
+        return frame, k, k
     budget = max(MAX_TRIES * k, MIN_BUDGET)
     kept: list[pd.DataFrame] = []
     n_kept = generated = 0
