@@ -210,8 +210,8 @@ def test_dp_fit_reports_a_ledger_and_samples():
 
 def test_dp_default_plan_is_fixed_before_training():
     df, meta = _dp_table()
-    m = tabsynth.ARGN(epsilon=2.0, random_state=0, **{**FAST, "batch_size": 80}).fit(df, meta)
-    assert m.epochs_trained_ == m._private_epochs() == 8
+    m = tabsynth.ARGN(epsilon=1.0, random_state=0, **{**FAST, "batch_size": 80}).fit(df, meta)
+    assert m.epochs_trained_ == m._private_epochs() == 4
 
 
 def test_dp_refuses_a_schema_learned_from_data():

@@ -557,7 +557,10 @@ class ARGN(BaseSynthesizer):
                 parent, table = cons.allowed[s]
                 ok = table[codes[:, parent]] if parent is not None else table[0].expand(n, -1)
                 logits = logits.masked_fill(~ok, -math.inf)
-            return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+            # inverse CDF: one uniform per row (cheaper than torch.multinomial per row)
+            cdf = torch.softmax(logits, -1).cumsum_(-1)
+            u = torch.rand(n, 1, generator=generator, device=dev) * cdf[:, -1:]
+            return (cdf < u).sum(1).clamp_(max=int(lay.cards[s]) - 1)
 
         if cons.rows is None:  # one order for every row: only known blocks are multiplied
             e_ord = torch.zeros(n, S, net.d, device=dev)
