@@ -9,7 +9,7 @@ import pytest
 import tabsynth
 
 
-@pytest.mark.parametrize("name", ["CTGAN", "TVAE"])
+@pytest.mark.parametrize("name", ["ARGN", "CTGAN", "TVAE"])
 def test_model_docstring_examples_run(name):
     cls = getattr(tabsynth, name)
     for section in ("Parameters", "Attributes", "Examples"):
@@ -22,7 +22,7 @@ def test_model_docstring_examples_run(name):
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("name", ["CTGAN", "TVAE"])
+@pytest.mark.parametrize("name", ["ARGN", "CTGAN", "TVAE"])
 def test_every_hyper_parameter_is_documented(name):
     cls = getattr(tabsynth, name)
     doc = cls.__doc__

@@ -272,21 +272,97 @@ class _Constraints:
 
 
 class ARGN(BaseSynthesizer):
-    """Any-order autoregressive generative network over discrete sub-columns (TabularARGN idea,
-    arXiv 2501.12012; own implementation).
+    """Any-order autoregressive network over discrete sub-columns (the TabularARGN idea,
+    arXiv 2501.12012), an own implementation.
 
-    Training: every batch row gets a random column order; each sub-column's network predicts
-    it from the embeddings of the sub-columns before it; the loss is the summed cross-entropy.
-    ``epochs=None`` (default) trains until the loss on a held-out 10 % of the rows stops
-    improving (``patience`` evaluations, learning rate halved on each stall, best weights
-    restored) within a budget of ``max_steps`` optimizer steps (default grows with the table);
-    ``epochs=N`` trains exactly N epochs on all rows. ``history_`` holds the train and
-    validation loss per evaluation. Under DP the plan is fixed before training (``epochs`` or
-    a default from epsilon), nothing is selected on private data.
+    Every column becomes discrete sub-columns (see the module docstring); one embedding per
+    sub-column and one small network per sub-column predict it from the sub-columns before it
+    under a random column order per batch, so the same model samples unconditionally, under
+    conditions on any subset of columns (values, numeric/datetime ranges, missing: met by
+    construction, no rejection) and imputes missing cells (``impute``). ``epochs=None`` trains
+    until the loss on a held-out 10 % stops improving (learning rate halved on each stall, best
+    weights restored) within a step budget that grows with the table. Figures in
+    ``docs/benchmarks.md``.
 
-    Sampling draws one sub-column at a time, vectorised over rows; conditions (any subset of
-    columns, categorical values, numeric/datetime ranges, missing) are satisfied by
-    construction, and ``impute(df)`` fills the missing cells of a frame keeping the given ones.
+    Parameters
+    ----------
+    embedding_dim : int, default=8
+        Size of each sub-column's embedding.
+    hidden : int, default=64
+        Width of each sub-column's hidden layer.
+    dropout : float, default=0.25
+        Dropout of the embeddings during (non-DP) training.
+    value_bins : int, default=32
+        Bins of a numeric column's position inside its mode (a uniform draw inside the bin).
+    learning_rate : float, default=2e-3
+        Adam learning rate (halved on each validation stall with ``epochs=None``).
+    weight_decay : float, default=0.0
+        Adam weight decay.
+    batch_size : int, default=512
+        Rows per step, capped by the table size. Under DP the expected Poisson batch size.
+    epochs : int or None, default=None
+        None: early stopping on a held-out slice (under DP: a fixed plan from epsilon,
+        ``round(4 * epsilon)`` epochs in [2, 30]); an int: exactly that many passes.
+    max_steps : int or None, default=None
+        Step budget of ``epochs=None``; None: 20 epochs, at least 3,000 steps, at most 100
+        epochs and 20,000 steps.
+    patience : int, default=4
+        Validation evaluations without improvement before stopping.
+    validation_share : float, default=0.1
+        Share of rows held out for ``epochs=None``.
+    device : {"auto", "cpu", "cuda"} or torch device string, default="auto"
+        ``"auto"`` trains on CUDA when available.
+    verbose : bool, default=True
+        Progress bar with the losses per evaluation.
+    random_state : int or None, default=None
+        Seed of every draw of a non-DP fit and of sampling (bit-identical on CPU).
+    max_fit_samples : int or None, default=20000
+        Rows the column encoders are fitted on (a seeded subsample; None = all rows).
+    epsilon : float or None, default=None
+        Train with differential privacy at this (epsilon, delta) end to end; needs a public
+        schema (see ``docs/privacy.md``).
+    delta : float or None, default=None
+        DP delta; None picks a value well below 1/n.
+    max_grad_norm : float, default=1.0
+        Per-example gradient clipping norm of DP-SGD (exact, in closed form).
+    accountant : {"prv"}, default="prv"
+        Privacy accountant of the ledger.
+    dp_domains : bool, default=False
+        Under DP, derive undeclared category lists with a thresholded noisy histogram.
+
+    Attributes
+    ----------
+    metadata_ : Metadata
+        The schema the model was fitted with.
+    transformer_ : TableTransformer
+        The fitted reversible encoding the sub-columns are read from.
+    history_ : pandas.DataFrame
+        One row per evaluation: ``loss`` (train), ``val_loss`` (held-out, ``epochs=None``),
+        ``lr`` and ``seconds``; under DP only the epoch and seconds.
+    epochs_trained_ : int
+        Passes over the training rows actually run.
+    steps_trained_ : int
+        Optimizer steps actually run.
+    n_rows_fit_ : int
+        Rows the model was fitted on (under DP the noisy or declared count).
+    batch_size_ : int
+        The batch size actually used.
+    device_ : torch.device
+        Where the network was trained.
+    privacy_report_ : dict or None
+        The DP ledger of the fit (also ``privacy_report()``); None without DP.
+    last_sample_stats_ : dict or None
+        Requested/produced/generated rows of the last sample (generated == requested).
+
+    Examples
+    --------
+    >>> import tabsynth
+    >>> from tabsynth.datasets import make_patients
+    >>> real = make_patients(600, random_state=0)
+    >>> model = tabsynth.ARGN(epochs=2, random_state=0, verbose=False).fit(real)
+    >>> rows = model.sample(50, conditions={"sex": "F", "age": (40, 60)}, random_state=1)
+    >>> bool(rows["age"].between(40, 60).all()), rows.dtypes.equals(real.dtypes)
+    (True, True)
     """
 
     _auto_epochs: ClassVar[bool] = True
