@@ -224,10 +224,13 @@ def test_tensorboard_writes_readable_scalars(table, tmp_path):
 
 def test_plot_history_draws_each_loss(fitted):
     pytest.importorskip("matplotlib")
-    ax = fitted.plot_history()
+    fig = fitted.plot_history()
     losses = [c for c in fitted.history_.columns if c not in ("epoch", "seconds")]
-    assert [line.get_label() for line in ax.get_lines()] == losses
-    assert len(ax.get_lines()[0].get_xdata()) == len(fitted.history_)
+    assert [ax.get_title() for ax in fig.axes] == [c.replace("_", " ") for c in losses]
+    for ax, col in zip(fig.axes, losses, strict=True):
+        (line,) = ax.get_lines()
+        assert list(line.get_ydata()) == pytest.approx(fitted.history_[col].tolist())
+        assert list(line.get_xdata()) == [e + 1 for e in fitted.history_["epoch"]]
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -270,3 +273,22 @@ def test_integer_label_is_a_class_column(table):
     assert out["y"].dtype == np.int64
     with pytest.raises(DataError, match="integer target 'k' has 5 values|class 7"):
         tabsynth.augment(df, model, target="k", strategy={7: 1})
+
+
+def test_cli_evaluate_model_adds_training_curves(table, fitted, tmp_path):
+    pytest.importorskip("matplotlib")
+    src, syn, hold = tmp_path / "t.csv", tmp_path / "s.csv", tmp_path / "h.csv"
+    table.to_csv(src, index=False)
+    fitted.sample(200, random_state=0).to_csv(syn, index=False)
+    imbalanced(200, seed=5).to_csv(hold, index=False)
+    fitted.save(tmp_path / "m.tsyn")
+    args = ["evaluate", str(src), str(syn), "--metrics", "fidelity", "-q"]
+    out_json, html = tmp_path / "r.json", tmp_path / "r.html"
+    rc = main(
+        [*args, "--model", str(tmp_path / "m.tsyn"), "--json", str(out_json), "--html", str(html)]
+    )
+    assert rc == 0
+    saved = tabsynth.Report.read_json(out_json).to_dict()["model"]
+    assert saved["name"] == "CTGAN"
+    assert saved["history"]["epoch"] == fitted.history_["epoch"].tolist()
+    assert 'alt="training curves"' in html.read_text()

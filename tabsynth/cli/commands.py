@@ -273,10 +273,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         meta = Metadata.load(args.metadata)
     import tabsynth
 
+    model = None
+    if getattr(args, "model", None):
+        model = tabsynth.load(check_input_file(args.model, "model file"))
     t0 = time.perf_counter()
     report = tabsynth.evaluate(
         real,
         synthetic,
+        model=model,
         metadata=meta,
         holdout=holdout,
         target=args.target,

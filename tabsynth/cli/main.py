@@ -248,6 +248,12 @@ def _add_evaluate(sub: Any) -> None:
         help="metric families to run: fidelity detection utility privacy (default: all)",
     )
     p.add_argument("--seed", type=_seed, default=0, help="seed for subsamples/models (default 0)")
+    p.add_argument(
+        "--model",
+        metavar="MODEL.tsyn",
+        help="the model that made the synthetic table: adds its training curves (and its DP "
+        "ledger) to the report",
+    )
     p.add_argument("--html", metavar="REPORT.html", help="write a self-contained HTML report")
     p.add_argument("--json", metavar="REPORT.json", help="write the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")

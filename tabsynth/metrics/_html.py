@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from tabsynth._plots import draw_history, history_losses
+
 REAL, SYNTHETIC, OTHER = "#1f77b4", "#ff7f0e", "#7f7f7f"
 
 
@@ -122,21 +124,11 @@ def _heatmaps(plot: dict) -> str:
 def _training_curves(model: dict) -> str | None:
     """One small panel per logged loss of the model's training history."""
     history = model.get("history") or {}
-    epochs = history.get("epoch")
-    losses = [k for k in history if k not in ("epoch", "seconds")]
-    if not epochs or not losses:
+    losses = history_losses(history)
+    if not history.get("epoch") or not losses:
         return None
-    losses = losses[:4]
     fig = _figure(3.4 * len(losses), 2.8)
-    for k, name in enumerate(losses):
-        ax = fig.add_subplot(1, len(losses), k + 1)
-        y = np.array([np.nan if v is None else v for v in history[name]], dtype=float)
-        ax.plot(np.asarray(epochs, dtype=float) + 1, y, color=SYNTHETIC, linewidth=1.2)
-        ax.set_title(name.replace("_", " "), fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(f"{model.get('name', 'model')} training curves", fontsize=9)
-    fig.tight_layout()
+    draw_history(fig, history, f"{model.get('name', 'model')} training curves", SYNTHETIC)
     return _png(fig, "training curves")
 
 

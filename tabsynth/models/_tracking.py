@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from tabsynth._plots import MAX_PANELS, NOT_LOSSES, draw_history
 from tabsynth.errors import DataError
 
 
@@ -101,29 +102,15 @@ class Tracker:
             self.writer.close()
 
 
-def plot_history(history: pd.DataFrame, title: str = "", ax: Any = None) -> Any:
-    """Each loss column of ``history`` against the epoch; returns the matplotlib Axes."""
+def plot_history(history: pd.DataFrame, title: str = "") -> Any:
+    """The training curves of ``history``: one panel per loss (a matplotlib ``Figure``)."""
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise DataError("plot_history needs matplotlib: pip install 'tabsynth[report]'") from exc
-    if ax is None:  # a Figure without pyplot: no global backend or figure registry touched
-        ax = Figure(figsize=(6, 3.5), layout="tight").subplots()
-    skip = {"epoch", "seconds"}
-    columns = [c for c in history.columns if c not in skip]
-    if history.empty or not columns:
-        ax.text(0.5, 0.5, "no loss recorded", ha="center", va="center", transform=ax.transAxes)
-    x = history["epoch"] if "epoch" in history else range(len(history))
-    for col in columns:
-        ax.plot(x, history[col], label=col, linewidth=1.4)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    if title:
-        ax.set_title(title)
-    if columns:
-        ax.legend(frameon=False)
-    ax.grid(alpha=0.3)
-    return ax
+    losses = [c for c in history.columns if c not in NOT_LOSSES][:MAX_PANELS]
+    fig = Figure(figsize=(3.4 * max(len(losses), 1), 2.8))
+    return draw_history(fig, {str(c): history[c].tolist() for c in history.columns}, title)
 
 
 __all__ = ["Callback", "Tracker", "check_callbacks", "plot_history"]

@@ -474,12 +474,13 @@ class BaseSynthesizer:
             return frames[0]
         return pd.concat(frames, ignore_index=True)
 
-    def plot_history(self, ax: Any = None) -> Any:
-        """The training curves of ``history_`` (matplotlib Axes; needs the ``report`` extra)."""
+    def plot_history(self) -> Any:
+        """The training curves of ``history_``: a matplotlib ``Figure`` with one panel per loss
+        (the same drawing as the HTML report's; needs the ``report`` extra)."""
         from tabsynth.models._tracking import plot_history
 
         self._check_fitted()
-        return plot_history(self.history_, title=type(self).__name__, ax=ax)
+        return plot_history(self.history_, title=f"{type(self).__name__} training curves")
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: Any) -> None:
