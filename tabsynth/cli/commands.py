@@ -32,12 +32,61 @@ def _say(args: argparse.Namespace, text: str = "") -> None:
         print(text, flush=True)
 
 
-def _read(path: str, what: str = "input table") -> Any:
+def _read(path: str, what: str = "input table", sep: str | None = None) -> Any:
+    """Read a table; a CSV read as one column whose header holds ``;``, a tab or ``|`` is read
+    again with that delimiter (with a note on stderr), unless ``sep`` says which one."""
     from tabsynth.datasets import read_table
 
     p = check_input_file(path, what)
-    table_format(p)
-    return read_table(p)
+    fmt, _ = table_format(p)
+    if fmt != "csv":
+        if sep is not None:
+            raise CLIError(f"--sep applies to CSV files, not {str(p)!r}")
+        return read_table(p)
+    if sep is not None:
+        return read_table(p, sep=sep)
+    df = read_table(p)
+    if df.shape[1] == 1:
+        header = str(df.columns[0])
+        found = {c: header.count(c) for c in (";", "\t", "|") if c in header}
+        if found:
+            guess = max(found, key=found.get)
+            again = read_table(p, sep=guess)
+            if again.shape[1] > 1:
+                shown = {"\t": "tab"}.get(guess, guess)
+                print(
+                    f"note: {str(p)!r} read with delimiter {shown!r} (its header holds it); "
+                    "pass --sep to choose another",
+                    file=sys.stderr,
+                )
+                return again
+    return df
+
+
+def _notes(df: Any, meta: Any) -> list[str]:
+    """One line per column whose inferred treatment a user should know about."""
+    from tabsynth.transform.categorical import AUTO, resolve_rare_threshold
+
+    lines = []
+    for spec in meta:
+        s = df[spec.name]
+        if spec.kind == "id":
+            n = int(s.notna().sum())
+            lines.append(
+                f"note: {spec.name!r} looks like a key ({int(s.nunique())} distinct of {n} "
+                "values): kind id, not modelled; sampling generates new unique ids"
+            )
+        elif spec.kind == "categorical":
+            counts = s.value_counts()
+            limit = resolve_rare_threshold(AUTO, int(counts.sum()), len(counts))
+            rare = int((counts < limit).sum())
+            if rare:
+                lines.append(
+                    f"note: {spec.name!r}: {rare} of {len(counts)} values are seen fewer than "
+                    f"{limit:g} times; fit groups them into one 'other' slot "
+                    "(--rare-threshold)"
+                )
+    return lines
 
 
 def _metadata(path: str | None, df: Any) -> Any:
@@ -73,12 +122,14 @@ def _print_timings(timings: dict[str, float]) -> None:
 # -- inspect ----------------------------------------------------------------------------------
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Infer the metadata of a table and print it (``--save`` writes it as JSON)."""
-    df = _read(args.data)
+    df = _read(args.data, sep=getattr(args, "sep", None))
     from tabsynth.metadata import Metadata
 
     meta = Metadata.infer(df)
     print(f"{args.data}: {len(df)} rows x {df.shape[1]} columns")
     print(meta)
+    for line in _notes(df, meta):
+        print(line)
     if args.save:
         out = check_output_path(args.save, "metadata file")
         meta.save(out)
@@ -104,7 +155,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    df = _read(args.data)
+    df = _read(args.data, sep=getattr(args, "sep", None))
     timings["read"] = time.perf_counter() - t0
     _say(args, f"read {args.data}: {len(df)} rows x {df.shape[1]} columns")
 
@@ -127,6 +178,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             params[name] = value
     if dp_domains:
         params["dp_domains"] = True
+    params["rare_threshold"] = getattr(args, "rare_threshold", "auto")
     model = _model_class(args.model)(**params)
     _say(args, f"fitting {model!r}")
     model.fit(df, metadata=meta, log_dir=getattr(args, "log_dir", None))

@@ -70,6 +70,35 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _rare_threshold(text: str) -> float | str | None:
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'auto', 'none' or a number (a share < 1 or a count >= 1)"
+        ) from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative finite number")
+    return value
+
+
+def _separator(text: str) -> str:
+    text = {"\\t": "\t", "tab": "\t"}.get(text, text)
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"--sep must be one character (or 'tab'), got {text!r}")
+    return text
+
+
+_SEP_HELP = "CSV delimiter (default: ',', or ';'/tab/'|' when the header shows it); 'tab' for tabs"
+_RARE_HELP = (
+    "group the values of a categorical column seen fewer times than this into one 'other' "
+    "slot, sampled back by their frequency: 'auto' (default: max(5, 0.1%% of rows) in columns "
+    "of over 50 distinct values), a share < 1, a count >= 1, or 'none'"
+)
+
+
 def _condition(text: str) -> tuple[str, str]:
     try:
         return parse_condition(text)
@@ -100,6 +129,7 @@ def _add_inspect(sub: Any) -> None:
         formatter_class=_Formatter,
     )
     p.add_argument("data", help="table to read (.csv, .csv.gz, .parquet, .pq)")
+    p.add_argument("--sep", type=_separator, help=_SEP_HELP)
     p.add_argument("--save", metavar="META.json", help="write the metadata as JSON")
     p.set_defaults(func=_run("commands", "cmd_inspect"))
 
@@ -117,8 +147,12 @@ def _add_fit(sub: Any) -> None:
         formatter_class=_Formatter,
     )
     p.add_argument("data", help="training table (.csv, .csv.gz, .parquet, .pq)")
+    p.add_argument("--sep", type=_separator, help=_SEP_HELP)
     p.add_argument("--model", choices=("ctgan", "tvae"), default="ctgan", help="default: ctgan")
     p.add_argument("--metadata", metavar="META.json", help="metadata from `tabsynth inspect`")
+    p.add_argument(
+        "--rare-threshold", type=_rare_threshold, default="auto", metavar="T", help=_RARE_HELP
+    )
     p.add_argument("--epochs", type=_positive_int, help="training epochs (model default: 300)")
     p.add_argument("--batch-size", type=_positive_int, help="rows per batch (default: 500)")
     p.add_argument("--epsilon", type=_positive_float, help="train with DP at this epsilon")

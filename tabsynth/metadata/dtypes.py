@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 _PANDAS3 = int(pd.__version__.split(".")[0]) >= 3
+#: an object column of ``decimal.Decimal`` values: modelled as numbers, restored as Decimals
+DECIMAL = "decimal"
 
 
 def dtype_to_str(dtype: Any) -> str:
@@ -32,6 +34,8 @@ def dtype_from_str(name: str) -> Any:
         return pd.StringDtype(name[len("string[") : -1])
     if name == "category":
         return "category"
+    if name == DECIMAL:
+        return np.dtype(object)
     return pd.api.types.pandas_dtype(name)
 
 

@@ -6,7 +6,10 @@ is recorded because the differential-privacy path may only use facts that are pu
 
 from __future__ import annotations
 
+import decimal
 import json
+import math
+import numbers
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -18,12 +21,13 @@ import pandas as pd
 
 from tabsynth._files import atomic_write_bytes
 from tabsynth.errors import DataError, MetadataError
-from tabsynth.metadata.dtypes import dtype_to_str, is_text_dtype, to_python
+from tabsynth.metadata.dtypes import DECIMAL, dtype_to_str, is_text_dtype, to_python
 
 KINDS = ("continuous", "integer", "categorical", "boolean", "datetime", "id")
 NUMERIC_ENCODERS = ("gmm", "quantile", "minmax")
 #: facts whose origin is tracked (the DP path needs them declared or paid for)
 TRACKED_FACTS = ("kind", "nullable", "lower", "upper", "categories", "resolution")
+ORIGINS = ("declared", "data", "dp")
 _DATETIME_FORMATS = (
     "%Y-%m-%d",
     "%Y-%m-%d %H:%M:%S",
@@ -34,6 +38,11 @@ _DATETIME_FORMATS = (
     "%d.%m.%Y",
 )
 _ID_NAME = re.compile(r"(^id$|_id$|^id_|Id$|ID$|_nbr$|_number$|^uuid)", re.IGNORECASE)
+#: a column of short codes or an id-named column is a key (``id``) when it has at least this
+#: many non-null values and this share of them is distinct
+ID_MIN_ROWS = 50
+ID_UNIQUE_SHARE = 0.95
+_KEY_TEXT = r"[A-Za-z0-9_\-.:/#]{1,40}"
 _RESOLUTIONS = (("D", 86_400 * 10**9), ("s", 10**9), ("ms", 10**6), ("us", 10**3), ("ns", 1))
 
 
@@ -60,7 +69,18 @@ class ColumnSpec:
     origin: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        self.check()
+
+    def check(self) -> None:
+        """Validate (and normalise) the type of every fact, so a wrong one fails here, naming
+        the column and the fact, not later inside the transformer or at ``sample``.
+
+        Numpy scalars become Python numbers and datetime bounds become ISO-8601 strings (the
+        metadata stays JSON-able).
+        """
+        if not isinstance(self.name, str):
+            raise MetadataError(f"column name {self.name!r} must be a string")
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise MetadataError(
                 f"column {self.name!r}: unknown kind {self.kind!r}; expected one of {KINDS}"
             )
@@ -74,6 +94,92 @@ class ColumnSpec:
                 f"column {self.name!r}: encoder {self.encoder!r} applies only to numeric or "
                 f"datetime columns, not kind {self.kind!r}"
             )
+        for fact in ("nullable", "ordered"):
+            value = getattr(self, fact)
+            if not isinstance(value, (bool, np.bool_)):
+                raise MetadataError(
+                    f"column {self.name!r}: {fact} must be True or False, got {value!r}"
+                )
+            setattr(self, fact, bool(value))
+        for fact in ("dtype", "timezone", "datetime_format"):
+            value = getattr(self, fact)
+            if value is not None and not isinstance(value, str):
+                raise MetadataError(
+                    f"column {self.name!r}: {fact} must be a string or None, got {value!r}"
+                )
+        if self.resolution is not None and self.resolution not in dict(_RESOLUTIONS):
+            raise MetadataError(
+                f"column {self.name!r}: resolution must be one of "
+                f"{[r for r, _ in _RESOLUTIONS]} or None, got {self.resolution!r}"
+            )
+        self.lower, self.upper = (self._check_bound(f) for f in ("lower", "upper"))
+        if self.lower is not None and self.upper is not None:
+            lo, hi = self.lower, self.upper
+            if self.kind == "datetime":
+                lo, hi = _timestamp(lo, self.name, "lower"), _timestamp(hi, self.name, "upper")
+                if (lo.tzinfo is None) != (hi.tzinfo is None):
+                    raise MetadataError(
+                        f"column {self.name!r}: lower and upper must both have a timezone or "
+                        f"neither, got {self.lower!r} and {self.upper!r}"
+                    )
+            if lo > hi:
+                raise MetadataError(
+                    f"column {self.name!r}: lower={self.lower!r} is above upper={self.upper!r}"
+                )
+        if self.categories is not None:
+            if isinstance(self.categories, (str, bytes, dict)) or not hasattr(
+                self.categories, "__iter__"
+            ):
+                raise MetadataError(
+                    f"column {self.name!r}: categories must be a list of values, got "
+                    f"{self.categories!r}"
+                )
+            cats = to_python(self.categories)
+            bad = [v for v in cats if not isinstance(v, (str, int, float, bool))]
+            if bad:
+                raise MetadataError(
+                    f"column {self.name!r}: categories must be strings, numbers or booleans "
+                    f"(JSON values), got {bad[:3]!r}"
+                )
+            keys = [(type(v) is bool, v) for v in cats]
+            if len(set(keys)) != len(keys):
+                raise MetadataError(f"column {self.name!r}: categories are not unique")
+            self.categories = cats
+        if not isinstance(self.origin, dict) or any(
+            not isinstance(k, str) or v not in ORIGINS for k, v in self.origin.items()
+        ):
+            raise MetadataError(
+                f"column {self.name!r}: origin must map facts to one of {ORIGINS}, got "
+                f"{self.origin!r}"
+            )
+
+    def _check_bound(self, fact: str) -> Any:
+        value = getattr(self, fact)
+        if value is None:
+            return None
+        if self.kind == "datetime":
+            if isinstance(value, (pd.Timestamp, np.datetime64)) or hasattr(value, "isoformat"):
+                return _timestamp(value, self.name, fact).isoformat()
+            if not isinstance(value, str):
+                raise MetadataError(
+                    f"column {self.name!r}: {fact} of a datetime column must be an ISO-8601 "
+                    f"string or a timestamp, got {value!r}"
+                )
+            _timestamp(value, self.name, fact)
+            return value
+        if self.kind not in ("continuous", "integer"):
+            raise MetadataError(
+                f"column {self.name!r}: {fact} applies only to numeric or datetime columns, "
+                f"not kind {self.kind!r}"
+            )
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise MetadataError(
+                f"column {self.name!r}: {fact} must be a number, got {value!r} "
+                f"({type(value).__name__})"
+            )
+        if not math.isfinite(float(value)):
+            raise MetadataError(f"column {self.name!r}: {fact} must be finite, got {value!r}")
+        return value.item() if isinstance(value, np.generic) else value
 
     def is_public(self, fact: str) -> bool:
         """A fact is usable under DP when the user declared it (or a DP mechanism produced it)."""
@@ -84,6 +190,8 @@ class ColumnSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> ColumnSpec:
+        if not isinstance(d, dict):
+            raise MetadataError(f"a column spec must be a JSON object, got {d!r}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -159,8 +267,8 @@ class Metadata:
                 raise MetadataError(f"column {name!r}: {key!r} cannot be updated")
             if key not in data:
                 raise MetadataError(f"column {name!r}: unknown fact {key!r}")
-            if key == "categories" and value is not None:
-                value = to_python(value)
+            if key == "categories" and value is not None and not isinstance(value, (str, dict)):
+                value = to_python(value)  # a string is refused by ColumnSpec.check, not split
             data[key] = value
             data["origin"][key] = "declared"
         if "kind" in facts and facts["kind"] != spec.kind:
@@ -219,7 +327,17 @@ class Metadata:
     def from_dict(cls, d: dict) -> Metadata:
         if not isinstance(d, dict) or "columns" not in d:
             raise MetadataError("not a tabsynth metadata dictionary (no 'columns' entry)")
-        return cls([ColumnSpec.from_dict(c) for c in d["columns"]], n_rows=d.get("n_rows"))
+        if not isinstance(d["columns"], list):
+            raise MetadataError("the metadata's 'columns' entry must be a list of column specs")
+        for c in d["columns"]:
+            if isinstance(c, dict) and "name" not in c:
+                raise MetadataError(f"a column spec has no 'name': {c!r}")
+        n_rows = d.get("n_rows")
+        if n_rows is not None and (
+            isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1
+        ):
+            raise MetadataError(f"n_rows must be a positive int or null, got {n_rows!r}")
+        return cls([ColumnSpec.from_dict(c) for c in d["columns"]], n_rows=n_rows)
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode("utf-8"))
@@ -231,8 +349,10 @@ class Metadata:
                 return cls.from_dict(json.load(fh))
         except FileNotFoundError:
             raise MetadataError(f"metadata file {str(path)!r} does not exist") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MetadataError(f"metadata file {str(path)!r} is not valid JSON: {exc}") from None
+        except IsADirectoryError:
+            raise MetadataError(f"metadata path {str(path)!r} is a folder, not a file") from None
 
     # -- inference ------------------------------------------------------------------------
     @classmethod
@@ -240,12 +360,16 @@ class Metadata:
         """Infer one spec per column.
 
         Rules, in order: bool/boolean dtype → boolean; datetime dtype → datetime; category dtype →
-        categorical; integer dtype → ``id`` when every value is unique and the name looks like an
-        identifier, else integer; float → integer when every value is whole (and there are more
-        than two), else continuous; text → boolean when the values are booleans, datetime when
-        every value parses with one common format, ``id`` when every value is unique and the name
-        looks like an identifier (or values are unique strings with digits, e.g. ``P00012``),
-        else categorical. Every learned fact gets origin ``data``.
+        categorical; integer dtype → ``id`` when the values are (nearly) all distinct and the
+        name looks like an identifier (numbers alone cannot tell a key from a measurement),
+        else integer; float → integer when every value is whole (and there
+        are more than two), else continuous; ``decimal.Decimal`` values → continuous/integer;
+        text → boolean when the values are booleans, datetime when every value parses with one
+        common format, ``id`` when the values are (nearly) all distinct and the name looks like
+        an identifier or every value is a short code with a digit (``P00012``, ``1000000001``),
+        else categorical (free text: its rare values are grouped when the model is fit).
+        "Nearly all distinct": at least 95 % distinct over at least 50 values. Every learned
+        fact gets origin ``data``.
         """
         check_frame(df)
         return cls([_infer_column(df[name], str(name)) for name in df.columns])
@@ -254,6 +378,8 @@ class Metadata:
     def validate(self, df: pd.DataFrame, *, allow_missing: bool = False) -> None:
         """Raise a clear error when the frame does not fit this metadata."""
         check_frame(df)
+        for spec in self:  # facts may have been edited in place since they were declared
+            spec.check()
         names = [str(c) for c in df.columns]
         missing = [n for n in self.columns if n not in names]
         extra = [n for n in names if n not in self.columns]
@@ -292,6 +418,8 @@ def check_frame(df: Any) -> None:
         s = df[name]
         if s.isna().all():
             raise DataError(f"column {name!r} has only missing values; drop it or fill it")
+        if pd.api.types.is_object_dtype(s.dtype):
+            _check_cells(name, s)
         if pd.api.types.is_float_dtype(s.dtype):
             values = s.to_numpy(dtype="float64", na_value=np.nan)
             n_inf = int(np.isinf(values).sum())
@@ -302,12 +430,56 @@ def check_frame(df: Any) -> None:
                 )
 
 
+_CONTAINERS = (list, tuple, dict, set, frozenset, np.ndarray, pd.Series, pd.DataFrame)
+
+
+def _check_cells(name: str, s: pd.Series) -> None:
+    """Object cells must be scalars: containers (lists, dicts, arrays: e.g. nested Parquet
+    columns) and raw bytes cannot be modelled and would fail deep inside pandas."""
+    inferred = pd.api.types.infer_dtype(s, skipna=True)
+    if inferred == "bytes":
+        raise DataError(
+            f"column {name!r} holds bytes values; decode them to text first, e.g. "
+            f"df[{name!r}] = df[{name!r}].str.decode('utf-8')"
+        )
+    if inferred != "mixed":
+        return
+    kinds = s.dropna().map(type)
+    bad = kinds[kinds.map(lambda t: issubclass(t, _CONTAINERS))]
+    if len(bad):
+        raise DataError(
+            f"column {name!r} holds {len(bad)} nested value(s) ({bad.iloc[0].__name__} in a "
+            "cell); tabsynth models one scalar per cell: flatten the column into scalar "
+            "columns or drop it"
+        )
+
+
+def _timestamp(value: Any, column: str, fact: str) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise MetadataError(
+            f"column {column!r}: {fact}={value!r} is not a date or timestamp ({exc})"
+        ) from None
+    if ts is pd.NaT:
+        raise MetadataError(f"column {column!r}: {fact}={value!r} is not a date or timestamp")
+    return ts
+
+
 def _mixed_type_error(name: str, s: pd.Series) -> DataError:
     types = s.dropna().map(type).value_counts()
     desc = ", ".join(f"{t.__name__} ({c})" for t, c in types.items())
+    numeric = all(
+        issubclass(t, (numbers.Number, decimal.Decimal)) and not issubclass(t, (bool, np.bool_))
+        for t in types.index
+    )
+    advice = (
+        f"df[{name!r}] = pd.to_numeric(df[{name!r}])"
+        if numeric
+        else f"df[{name!r}] = df[{name!r}].astype(str) if it is a label"
+    )
     return DataError(
-        f"column {name!r} mixes value types: {desc}; convert it to one type "
-        "(e.g. df[col] = df[col].astype(str))"
+        f"column {name!r} mixes value types: {desc}; convert it to one type, e.g. {advice}"
     )
 
 
@@ -327,6 +499,23 @@ def datetime_to_int(s: pd.Series, unit: str) -> np.ndarray:
     arr = naive.to_numpy(dtype=naive.dtype)
     filled = np.where(np.isnat(arr), np.zeros(1, dtype=arr.dtype), arr)
     return filled.astype(f"datetime64[{unit}]").astype(np.int64)
+
+
+def object_datetimes(s: pd.Series) -> pd.Series:
+    """An object column of ``datetime``/``date`` values as a datetime64 column.
+
+    Dates outside pandas' nanosecond range (years before 1677 or after 2262) are kept at
+    microsecond resolution instead of overflowing.
+    """
+    try:
+        return pd.to_datetime(s)
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        pass
+    values = s.to_numpy(dtype=object, na_value=None)
+    try:
+        return pd.Series(values.astype("datetime64[us]"), index=s.index, name=s.name)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"column {s.name!r}: cannot read its dates ({exc})") from None
 
 
 def _infer_datetime(name: str, s: pd.Series, fmt: str | None = None) -> ColumnSpec:
@@ -373,8 +562,30 @@ def _parse_datetime_text(values: pd.Series) -> tuple[pd.Series, str] | None:
     return None
 
 
+def _near_unique(n_unique: int, n: int) -> bool:
+    """Every value distinct, or (from ``ID_MIN_ROWS`` rows) nearly every one: a few repeated
+    keys (data-entry duplicates) must not turn a key into a 5,000-wide category."""
+    return n >= 2 and (n_unique == n or (n >= ID_MIN_ROWS and n_unique >= ID_UNIQUE_SHARE * n))
+
+
 def _looks_like_id(name: str, s: pd.Series, n_unique: int, n: int) -> bool:
-    return n_unique == n and n >= 2 and bool(_ID_NAME.search(name))
+    return _near_unique(n_unique, n) and bool(_ID_NAME.search(name))
+
+
+def _looks_like_key_text(non_null: pd.Series, name: str, n_unique: int, n: int) -> bool:
+    """Near-unique short codes (``P00012``, ``1000000001``, ``a7f3-22``): a key, not free text.
+
+    Free text of the same cardinality (it holds spaces, or no digit) stays categorical and goes
+    through rare-value grouping instead.
+    """
+    if not _near_unique(n_unique, n):
+        return False
+    if _ID_NAME.search(name):
+        return True
+    if n < ID_MIN_ROWS:
+        return False
+    text = non_null.astype(str)
+    return bool(text.str.fullmatch(_KEY_TEXT).all() and text.str.contains(r"\d").all())
 
 
 def _infer_column(s: pd.Series, name: str) -> ColumnSpec:
@@ -439,6 +650,18 @@ def _infer_column(s: pd.Series, name: str) -> ColumnSpec:
         if inferred.startswith("mixed") or inferred == "empty":
             if inferred != "empty":
                 raise _mixed_type_error(name, non_null)
+        if inferred == "decimal":  # decimal.Decimal values are numbers
+            values = non_null.to_numpy(dtype="float64")
+            whole = bool(np.all(values == np.round(values)))
+            return ColumnSpec(
+                name,
+                "integer" if whole else "continuous",
+                nullable,
+                DECIMAL,
+                lower=int(values.min()) if whole else float(values.min()),
+                upper=int(values.max()) if whole else float(values.max()),
+                origin=_origin("kind", "nullable", "lower", "upper"),
+            )
         if inferred == "boolean":
             return ColumnSpec(
                 name,
@@ -449,24 +672,21 @@ def _infer_column(s: pd.Series, name: str) -> ColumnSpec:
                 origin=_origin("kind", "nullable", "categories"),
             )
         if inferred in ("datetime", "datetime64", "date"):
-            parsed = pd.to_datetime(s)
+            parsed = object_datetimes(s)
             spec = _infer_datetime(name, parsed)
             spec.dtype = dtype_to_str(dtype)
             return spec
         if inferred == "string":
             parsed = _parse_datetime_text(non_null)
             if parsed is not None:
-                full = pd.Series(pd.NaT, index=s.index, dtype=parsed[0].dtype)
-                full[non_null.index] = parsed[0]
+                # by position: the frame's index may hold duplicates
+                full = pd.Series(pd.NaT, index=range(len(s)), dtype=parsed[0].dtype)
+                full.iloc[np.flatnonzero(s.notna().to_numpy())] = parsed[0].to_numpy()
                 spec = _infer_datetime(name, full, fmt=parsed[1])
                 spec.dtype = dtype_to_str(dtype)
                 return spec
-            if n_unique == n and n >= 2:
-                has_digits = bool(non_null.astype(str).str.contains(r"\d", regex=True).all())
-                if _looks_like_id(name, s, n_unique, n) or (has_digits and n >= 50):
-                    return ColumnSpec(
-                        name, "id", nullable, dtype_to_str(dtype), origin=_origin("kind")
-                    )
+            if _looks_like_key_text(non_null, name, n_unique, n):
+                return ColumnSpec(name, "id", nullable, dtype_to_str(dtype), origin=_origin("kind"))
         categories = sorted(to_python(non_null.unique()), key=lambda v: (str(type(v)), v))
         return ColumnSpec(
             name,

@@ -8,7 +8,8 @@ Subclass contract (all a model must write)
 ``__init__``
     Keyword hyper-parameters stored untouched under the same names (scikit-learn style). Must
     include the common ones: ``batch_size, epochs, device, verbose, random_state,
-    max_fit_samples, epsilon, delta, max_grad_norm, accountant``. Call nothing else.
+    max_fit_samples, epsilon, delta, max_grad_norm, accountant, rare_threshold`` (a model
+    without ``rare_threshold`` gets the default, ``"auto"``). Call nothing else.
 ``_build(self) -> None``
     Create the networks (and optimizers if wanted) from ``self.transformer_`` (``spans_``,
     ``output_dim_``, ``discrete_columns_``). Build every module with
@@ -71,6 +72,7 @@ _COMMON_PARAMS = (
     "delta",
     "max_grad_norm",
     "accountant",
+    "rare_threshold",
 )
 
 
@@ -210,7 +212,10 @@ class BaseSynthesizer:
         t0 = time.perf_counter()
         if self.epsilon is None:
             transformer = TableTransformer(
-                metadata, random_state=seeds[0], max_fit_samples=self.max_fit_samples
+                metadata,
+                random_state=seeds[0],
+                max_fit_samples=self.max_fit_samples,
+                rare_threshold=getattr(self, "rare_threshold", "auto"),
             )
             transformer.fit(df)
             X = np.ascontiguousarray(transformer.transform(df), dtype=np.float32)
@@ -295,6 +300,9 @@ class BaseSynthesizer:
                 f"max_fit_samples must be None or a positive int, got {self.max_fit_samples!r}"
             )
         _seed_from(self.random_state)
+        from tabsynth.transform.categorical import resolve_rare_threshold
+
+        resolve_rare_threshold(getattr(self, "rare_threshold", "auto"), 1)  # its type, early
 
     def _check_privacy(self) -> None:
         """Validate the privacy hyper-parameters (the DP fit itself is in ``_private.py``)."""

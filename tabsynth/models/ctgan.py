@@ -405,6 +405,7 @@ class CTGAN(BaseSynthesizer):
         max_grad_norm: float = 1.0,
         accountant: str = "prv",
         dp_domains: bool = False,
+        rare_threshold: float | str | None = "auto",
     ) -> None:
         self.embedding_dim = embedding_dim
         self.generator_dim = generator_dim
@@ -427,6 +428,7 @@ class CTGAN(BaseSynthesizer):
         self.max_grad_norm = max_grad_norm
         self.accountant = accountant
         self.dp_domains = dp_domains
+        self.rare_threshold = rare_threshold
 
     #: one generator forward per iteration: the last critic step's fakes (and conditions)
     #: also feed the generator step, DCGAN-style. Turn off where the generator must not see

@@ -442,6 +442,7 @@ class TVAE(BaseSynthesizer):
         max_grad_norm: float = 1.0,
         accountant: str = "prv",
         dp_domains: bool = False,
+        rare_threshold: float | str | None = "auto",
     ) -> None:
         self.embedding_dim = embedding_dim
         self.compress_dims = compress_dims
@@ -460,6 +461,7 @@ class TVAE(BaseSynthesizer):
         self.max_grad_norm = max_grad_norm
         self.accountant = accountant
         self.dp_domains = dp_domains
+        self.rare_threshold = rare_threshold
 
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:

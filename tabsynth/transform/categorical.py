@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,19 +19,68 @@ from tabsynth.transform.restore import restore_categories
 OTHER = "__other__"
 
 
+class RareValuesWarning(UserWarning):
+    """Rare values of a categorical column were grouped into its ``other`` slot."""
+
+
+#: the default rare-value threshold: in a column of more than 50 distinct values, the values
+#: seen fewer than max(5, 0.1 % of rows) times share one slot
+AUTO = "auto"
+AUTO_MIN_COUNT = 5
+AUTO_SHARE = 0.001
+AUTO_MIN_DISTINCT = 50
+
+
+def resolve_rare_threshold(
+    rare_threshold: Any, n_rows: int, n_distinct: int | None = None
+) -> float:
+    """The minimum count a categorical value needs to keep its own one-hot slot.
+
+    ``"auto"``: ``max(5, ceil(0.1 % of the rows))`` in a column of more than 50 distinct
+    values (a narrower column gains nothing from grouping: every value keeps its slot); a share
+    in (0, 1): that share of the rows; a number >= 1: that count; ``None`` or 0: no grouping.
+    """
+    if rare_threshold is None:
+        return 0.0
+    if isinstance(rare_threshold, str):
+        if rare_threshold != AUTO:
+            raise DataError(
+                f"rare_threshold must be 'auto', None or a non-negative number, "
+                f"got {rare_threshold!r}"
+            )
+        if n_distinct is not None and n_distinct <= AUTO_MIN_DISTINCT:
+            return 0.0
+        return float(max(AUTO_MIN_COUNT, math.ceil(AUTO_SHARE * n_rows)))
+    if (
+        isinstance(rare_threshold, (bool, np.bool_))
+        or not isinstance(rare_threshold, numbers.Real)
+        or not math.isfinite(float(rare_threshold))
+        or rare_threshold < 0
+    ):
+        raise DataError(
+            f"rare_threshold must be 'auto', None or a non-negative number, got {rare_threshold!r}"
+        )
+    limit = float(rare_threshold)
+    return limit * n_rows if limit < 1 else limit
+
+
 class CategoricalEncoder(ColumnEncoder):
     """One-hot encoding of the column's domain.
 
-    ``rare_threshold`` (a share in (0, 1) or a count >= 1) groups rare categories into one
-    ``other`` slot; on decoding, ``other`` becomes one of the grouped categories drawn by their
-    training frequency. ``unseen="error"`` rejects values outside the domain at transform time;
-    ``unseen="other"`` maps them to the ``other`` slot.
+    The domain is what occurs in the data, or what the user declared (declared values keep a
+    slot even when absent, so a declared ``[False, True]`` can still produce ``False``).
+    ``rare_threshold`` (see :func:`resolve_rare_threshold`; categorical columns only) groups the
+    values seen fewer times into one ``other`` slot, counted per value: decoding turns
+    ``other`` back into one of the grouped values drawn by its training frequency. So a
+    free-text or high-cardinality column costs a narrow one-hot instead of refusing the fit.
+    ``unseen="error"`` rejects values outside the domain at transform time; ``unseen="other"``
+    maps them to the ``other`` slot. ``max_categories`` bounds the kept width.
     """
 
     def __init__(
         self,
         spec: ColumnSpec,
-        rare_threshold: float | None = None,
+        rare_threshold: Any = AUTO,
         unseen: str = "error",
         max_categories: int = 1000,
     ) -> None:
@@ -41,41 +93,56 @@ class CategoricalEncoder(ColumnEncoder):
 
     def _domain(self, s: pd.Series) -> list:
         spec = self.spec
-        if spec.kind == "boolean":
-            return [False, True]
         if spec.categories is not None:
             return list(spec.categories)
+        if spec.kind == "boolean":
+            return [False, True]
         values = s.dropna().unique()
         return sorted(to_python(values), key=lambda v: (str(type(v)), v))
 
     def fit(self, s: pd.Series, rng: np.random.Generator) -> CategoricalEncoder:
         spec = self.spec
         domain = self._domain(s)
-        non_null = s.dropna()
-        if len(domain) > self.max_categories or (
-            len(non_null) >= 50 and len(domain) > 0.9 * len(non_null) and len(domain) > 20
-        ):
-            raise DataError(
-                f"column {spec.name!r} has {len(domain)} distinct values over {len(non_null)} "
-                f"rows; a one-hot encoding would be {len(domain)} wide. Declare it "
-                f"kind='id' if it identifies rows, or group rare values (rare_threshold=...)"
-            )
         codes = self._codes(s, domain, allow_unseen=False)
         counts = np.bincount(codes[codes >= 0], minlength=len(domain)).astype(np.float64)
+        occurs = counts > 0
+        if spec.origin.get("categories") != "declared":
+            # a learned domain is what occurs: a constant True column has no False slot, and a
+            # category dtype with 10,000 levels of which 50 occur is 50 wide (the dtype's
+            # levels are still restored on decoding)
+            domain = [c for c, o in zip(domain, occurs, strict=True) if o]
+            counts = counts[occurs]
         keep = np.ones(len(domain), dtype=bool)
-        if self.rare_threshold is not None:
-            limit = self.rare_threshold
-            limit = limit * counts.sum() if limit < 1 else limit
-            keep = counts >= limit
+        limit = 0.0
+        if spec.kind == "categorical":
+            limit = resolve_rare_threshold(
+                self.rare_threshold, int(counts.sum()), int((counts > 0).sum())
+            )
+            keep = (counts >= limit) | (counts == 0)  # declared absent values keep their slot
+        if keep.sum() > self.max_categories:
+            raise DataError(
+                f"column {spec.name!r} has {int(keep.sum())} distinct values seen at least "
+                f"{max(limit, 1):g} times over {int(counts.sum())} rows; a one-hot encoding "
+                f"would be {int(keep.sum())} wide (max_categories={self.max_categories}). "
+                "Group more values (a larger rare_threshold=..., e.g. rare_threshold=0.01 for "
+                "values under 1 % of rows; --rare-threshold on the command line), declare it "
+                "kind='id' if it identifies rows, or drop the column"
+            )
         self.categories_ = [c for c, k in zip(domain, keep, strict=True) if k]
         self.other_members_ = [c for c, k in zip(domain, keep, strict=True) if not k]
         other_counts = counts[~keep]
         self.other_probs_ = (
-            (other_counts / other_counts.sum()).tolist()
-            if other_counts.sum() > 0
-            else [1.0 / max(len(other_counts), 1)] * len(other_counts)
+            (other_counts / other_counts.sum()).tolist() if len(other_counts) else []
         )
         self.has_other_ = bool(len(self.other_members_)) or self.unseen == "other"
+        if self.other_members_:
+            warnings.warn(
+                f"column {spec.name!r}: {len(self.other_members_)} of {len(domain)} distinct "
+                f"values are seen fewer than {limit:g} times; they share one 'other' slot and "
+                "are sampled back by their frequency (rare_threshold=None keeps every value)",
+                RareValuesWarning,
+                stacklevel=2,
+            )
         self.fitted_ = True
         return self
 

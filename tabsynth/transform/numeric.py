@@ -25,6 +25,8 @@ from scipy.special import logsumexp
 
 from tabsynth.errors import DataError
 from tabsynth.metadata import ColumnSpec, datetime_to_int
+from tabsynth.metadata.dtypes import DECIMAL, is_text_dtype
+from tabsynth.metadata.metadata import object_datetimes
 from tabsynth.transform.base import SOFTMAX, TANH, ColumnEncoder, argmax_rows
 from tabsynth.transform.restore import restore_datetime, restore_numeric
 
@@ -131,18 +133,32 @@ class NumericEncoder(ColumnEncoder):
                         f"datetime format {spec.datetime_format!r}, e.g. {example!r}"
                     )
                 s = parsed
-            elif not pd.api.types.is_datetime64_any_dtype(s.dtype):
+            elif is_text_dtype(s.dtype) and pd.api.types.infer_dtype(s, skipna=True) in (
+                "date",
+                "datetime",
+                "datetime64",
+            ):  # an object column of datetime/date values
+                s = object_datetimes(s)
+            if not pd.api.types.is_datetime64_any_dtype(s.dtype):
                 raise DataError(
                     f"column {spec.name!r} is declared datetime but has dtype {s.dtype}"
                 )
             ints = datetime_to_int(s, spec.resolution or "ns")
             return (ints - self._offset).astype(np.float64), null
-        if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
+        if spec.dtype == DECIMAL and pd.api.types.is_object_dtype(s.dtype):
+            pass  # decimal.Decimal values: converted to float64 below
+        elif not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
             raise DataError(
                 f"column {spec.name!r} is declared {spec.kind} but holds non-numeric values "
                 f"(dtype {s.dtype})"
             )
-        values = s.to_numpy(dtype="float64", na_value=np.nan)
+        try:
+            values = s.to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"column {spec.name!r} is declared {spec.kind} but holds values that are not "
+                f"numbers ({exc}); convert it with pd.to_numeric"
+            ) from None
         if np.isinf(values).any():
             raise DataError(f"column {spec.name!r} has infinite values")
         return np.where(null, 0.0, values), null

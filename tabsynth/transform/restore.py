@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import pandas as pd
 
 from tabsynth.metadata import ColumnSpec, dtype_from_str
-from tabsynth.metadata.dtypes import is_text_dtype
+from tabsynth.metadata.dtypes import DECIMAL, is_text_dtype
 
 
 def _text_series(values: np.ndarray, null: np.ndarray, dtype_name: str, name: str) -> pd.Series:
@@ -30,6 +32,11 @@ def restore_numeric(values: np.ndarray, null: np.ndarray, spec: ColumnSpec) -> p
         if null.any():
             arr[null] = pd.NA
         return pd.Series(arr, name=name)
+    if spec.dtype == DECIMAL:  # decimal.Decimal values, exact for the decoded floats
+        obj = np.array(
+            [None if n else Decimal(repr(v)) for v, n in zip(values.tolist(), null, strict=True)]
+        )
+        return pd.Series(obj, dtype=object, name=name)
     if is_text_dtype(dtype):  # numbers stored as text
         return _text_series(values, null, spec.dtype, name)
     if np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_):

@@ -10,7 +10,7 @@ import pandas as pd
 from tabsynth.errors import DataError, MetadataError, NotFittedError
 from tabsynth.metadata import ColumnSpec, Metadata
 from tabsynth.transform.base import ColumnEncoder, Span
-from tabsynth.transform.categorical import CategoricalEncoder
+from tabsynth.transform.categorical import AUTO, CategoricalEncoder
 from tabsynth.transform.identifiers import IdEncoder
 from tabsynth.transform.numeric import NumericEncoder
 
@@ -24,6 +24,10 @@ class TableTransformer:
     subsample used to fit numeric encoders and the mode draws of ``transform``.
     ``memory_budget`` (bytes) bounds the encoded matrix: the size is estimated before any
     allocation and a frame that would exceed it is refused with the figure.
+    ``rare_threshold`` groups the rare values of each categorical column into one ``other``
+    slot (``"auto"``: values seen fewer than max(5, 0.1 % of rows) times; a share in (0, 1);
+    a count; ``None``: no grouping); see :func:`~tabsynth.transform.categorical.
+    resolve_rare_threshold`. The public (DP) encoding ignores it: its domain is declared.
     """
 
     def __init__(
@@ -33,7 +37,7 @@ class TableTransformer:
         max_fit_samples: int = 20_000,
         numeric_encoder: str = "gmm",
         max_modes: int = 10,
-        rare_threshold: float | None = None,
+        rare_threshold: float | str | None = AUTO,
         unseen: str = "error",
         max_categories: int = 1000,
         memory_budget: int = 8 * 2**30,
