@@ -391,6 +391,11 @@ class TVAE(BaseSynthesizer):
     dp_domains : bool, default=False
         Under DP, derive undeclared category lists with a thresholded noisy histogram (paid
         from epsilon; rare values are dropped).
+    rare_threshold : "auto", float, int or None, default="auto"
+        Categorical values seen fewer times than this share one ``other`` slot, sampled back
+        by their frequency: ``"auto"`` is max(5, 0.1 % of rows) in columns of over 50 distinct
+        values; a float < 1 is a share of rows, a number >= 1 a count, ``None`` no grouping.
+        Ignored under DP (the domain is declared or DP-derived).
 
     Attributes
     ----------
