@@ -299,7 +299,8 @@ class ARGN(BaseSynthesizer):
     weight_decay : float, default=0.0
         Adam weight decay.
     batch_size : int, default=512
-        Rows per step, capped by the table size. Under DP the expected Poisson batch size.
+        Rows per step, capped by the table size (with ``epochs=None`` also by a tenth of the
+        training rows, at least 32). Under DP the expected Poisson batch size.
     epochs : int or None, default=None
         None: early stopping on a held-out slice (under DP: a fixed plan from epsilon,
         ``round(4 * epsilon)`` epochs in [2, 30]); an int: exactly that many passes.
@@ -493,6 +494,9 @@ class ARGN(BaseSynthesizer):
         val, train = codes[perm[:n_val]], codes[perm[n_val:]]
         n_train = train.shape[0]
         B = int(min(self.batch_size_, n_train))
+        if auto:  # small tables: at least ~10 steps per epoch, so the budget is not 2-step epochs
+            B = int(max(min(B, n_train // 10), min(32, B)))
+            self.batch_size_ = B
         per_epoch = max(1, math.ceil(n_train / B))
         if auto:
             budget = self._budget(n_train, B)
