@@ -95,6 +95,20 @@ def test_conditions_hold_by_construction(model, table, conditions):
     assert stats["generated"] == 500 and stats["acceptance_rate"] == 1.0  # no rejection
 
 
+def test_condition_on_a_value_grouped_as_rare():
+    rng = np.random.default_rng(0)
+    n = 600
+    city = np.array([f"c{i}" for i in rng.integers(0, 55, n)], dtype=object)
+    city[:2] = "tiny"  # 2 of 600 rows, below the "auto" threshold of 5 in a 56-value column
+    df = pd.DataFrame({"city": city, "x": rng.normal(size=n)})
+    with pytest.warns(UserWarning, match="share one 'other' slot"):
+        m = tabsynth.ARGN(epochs=1, random_state=0, **FAST).fit(df)
+    enc = m.transformer_.encoders_["city"]
+    assert enc.position("tiny") == enc.other_position_  # grouped
+    syn = m.sample(200, conditions={"city": "tiny", "x": (0.0, 1.0)}, random_state=0)
+    assert (syn["city"] == "tiny").all() and syn["x"].between(0.0, 1.0).all()
+
+
 def test_per_row_conditions_frame(model):
     cond = pd.DataFrame({"sex": ["F", "M", None, "F"], "age": [30, None, 61, 45]})
     syn = model.sample(None, conditions=cond, random_state=0)

@@ -330,6 +330,10 @@ class ARGN(BaseSynthesizer):
         Privacy accountant of the ledger.
     dp_domains : bool, default=False
         Under DP, derive undeclared category lists with a thresholded noisy histogram.
+    rare_threshold : "auto", float, int or None, default="auto"
+        Categorical values seen fewer times than this share one ``other`` slot (as in CTGAN;
+        ``"auto"`` only in columns of over 50 distinct values); a condition on such a value
+        still holds exactly. Ignored under DP.
 
     Attributes
     ----------
@@ -392,6 +396,7 @@ class ARGN(BaseSynthesizer):
         max_grad_norm: float = 1.0,
         accountant: str = "prv",
         dp_domains: bool = False,
+        rare_threshold: float | str | None = "auto",
     ) -> None:
         self.embedding_dim = embedding_dim
         self.hidden = hidden
@@ -413,6 +418,7 @@ class ARGN(BaseSynthesizer):
         self.max_grad_norm = max_grad_norm
         self.accountant = accountant
         self.dp_domains = dp_domains
+        self.rare_threshold = rare_threshold
 
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -676,7 +682,15 @@ class ARGN(BaseSynthesizer):
 
     def _sample_exact(self, k: int, conds: list[Any], generator: torch.Generator) -> pd.DataFrame:
         """``k`` rows satisfying every condition by construction (see ``conditions.py``)."""
-        return self._generate_frame(k, self._constraints(conds), generator)
+        frame = self._generate_frame(k, self._constraints(conds), generator)
+        for c in conds:  # a value grouped into the rare ``other`` slot: the slot is fixed, and
+            # the model knows nothing to tell its members apart, so the member is the one asked
+            col = self._layout.by_name[c.column]
+            if col.kind == "cat" and c.op == "equal":
+                enc = self.transformer_.encoders_[c.column]
+                if enc.position(c.value) == enc.other_position_:
+                    frame[c.column] = pd.Series([c.value] * len(frame), dtype=frame[c.column].dtype)
+        return frame
 
     def _constraints(self, conds: list[Any]) -> _Constraints:
         cons = _Constraints()
