@@ -292,3 +292,13 @@ def test_cli_evaluate_model_adds_training_curves(table, fitted, tmp_path):
     assert saved["name"] == "CTGAN"
     assert saved["history"]["epoch"] == fitted.history_["epoch"].tolist()
     assert 'alt="training curves"' in html.read_text()
+
+
+def test_augment_with_argn_meets_every_condition(table):
+    """ARGN (the default model) meets conditions by construction: every added row has its
+    class and no row was rejected."""
+    model = tabsynth.ARGN(epochs=3, random_state=0, verbose=False)
+    out = tabsynth.augment(table, model, target="y", strategy={"pos": 40}, random_state=0)
+    assert model.last_sample_stats_["generated"] == 40
+    syn = out[out["is_synthetic"]]
+    assert len(syn) == 40 and set(syn["y"]) == {"pos"}

@@ -41,8 +41,9 @@ def augment(
     Parameters
     ----------
     real : the real table.
-    model : a tabsynth model. Unfitted (or None, which makes a ``CTGAN`` with ``random_state``)
-        it is fitted on ``real`` with ``metadata``; fitted, it is used as is.
+    model : a tabsynth model. Unfitted (or None, which makes an ``ARGN`` with ``random_state``:
+        it meets conditions by construction and trains for a length that fits the table) it is
+        fitted on ``real`` with ``metadata``; fitted, it is used as is.
     target : the categorical or boolean column whose classes are added.
     strategy : ``"balance"`` adds rows to every class until each has as many as the largest;
         a mapping ``{class: n_rows}`` adds exactly those rows.
@@ -65,9 +66,9 @@ def augment(
             f"the table already has a column {indicator!r}; pass another indicator= name"
         )
     if model is None:
-        from tabsynth.models.ctgan import CTGAN
+        from tabsynth.models.argn import ARGN
 
-        model = CTGAN(random_state=random_state)
+        model = ARGN(random_state=random_state, verbose=False)
     elif not isinstance(model, BaseSynthesizer):
         raise DataError(f"model must be a tabsynth model, got {type(model).__name__}")
     if not hasattr(model, "transformer_"):
