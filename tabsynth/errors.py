@@ -27,3 +27,7 @@ class PrivacyError(TabsynthError):
 
 class ModelFileError(TabsynthError):
     """A saved model file is foreign, tampered with or from an incompatible version."""
+
+
+class HyperParameterError(TabsynthError):
+    """A constructor argument (hyper-parameter or setting) is out of range or inconsistent."""

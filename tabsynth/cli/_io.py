@@ -10,11 +10,11 @@ import io
 import math
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tabsynth import _files
 from tabsynth.errors import DataError
 
 __all__ = [
@@ -75,26 +75,9 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output file") -
     return p
 
 
-def _temp_beside(path: Path) -> Path:
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    return tmp
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    p = check_output_path(path)
-    tmp = _temp_beside(p)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return p
+    """Check ``path`` as a CLI output (clear CLIError), then write it atomically."""
+    return _files.atomic_write_bytes(check_output_path(path), data)
 
 
 class ChunkedTableWriter:
@@ -127,7 +110,7 @@ class ChunkedTableWriter:
             self.abort()
 
     def _open(self) -> None:
-        self._tmp = _temp_beside(self.path)
+        self._tmp = _files.temp_beside(self.path)
         if self.format == "csv":
             self._raw = open(self._tmp, "wb")  # noqa: SIM115 - closed in commit/abort
             stream = self._raw
@@ -167,9 +150,7 @@ class ChunkedTableWriter:
             raise DataError(f"nothing was written to {str(self.path)!r}")
         try:
             self._close()
-            with open(self._tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self._tmp, self.path)
+            _files.commit_temp(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

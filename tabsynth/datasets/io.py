@@ -12,13 +12,13 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tabsynth._files import atomic_path
 from tabsynth.errors import DataError
 
 __all__ = ["read_table", "write_table", "SUPPORTED_EXTENSIONS"]
@@ -131,14 +131,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str], **kwargs: Any) -
     _check_columns(df, fmt)
     if path.is_dir():
         raise DataError(f"cannot write a table to {str(path)!r}: it is a folder")
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-
-    # O_EXCL: never clobber someone else's file; mode 0o666 lets the umask decide as for open().
-    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     kwargs.setdefault("index", False)
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "csv" and compression == "gzip":
             # Own gzip stream: no file name (it would be the temp name) and mtime=0, so the
             # output is byte-identical across runs.
@@ -151,10 +145,4 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str], **kwargs: Any) -
                 df.to_parquet(tmp, engine="pyarrow", **kwargs)
             except _parquet_errors() as exc:
                 raise DataError(f"could not write {str(path)!r} as Parquet: {exc}") from exc
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

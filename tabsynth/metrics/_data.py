@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tabsynth.errors import DataError, MetadataError
+from tabsynth.metadata import Metadata
 
 KINDS = ("continuous", "integer", "categorical", "boolean", "datetime", "id")
 NUMERIC_KINDS = frozenset({"continuous", "integer", "datetime"})
@@ -38,35 +39,8 @@ def check_frame(df: Any, name: str) -> None:
 
 
 # -- kinds -----------------------------------------------------------------------------------
-def _fallback_kind(s: pd.Series) -> str:
-    """Minimal kind inference, used only when the metadata layer is not importable."""
-    dtype = s.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "datetime"
-    if isinstance(dtype, pd.CategoricalDtype):
-        return "categorical"
-    if pd.api.types.is_numeric_dtype(dtype):
-        if pd.api.types.is_integer_dtype(dtype):
-            return "integer"
-        values = s.to_numpy(dtype="float64", na_value=np.nan)
-        values = values[np.isfinite(values)]
-        return "integer" if values.size and np.all(values == np.round(values)) else "continuous"
-    non_null = s.dropna()
-    if pd.api.types.infer_dtype(non_null, skipna=True) == "boolean":
-        return "boolean"
-    if len(non_null) >= 50 and non_null.nunique() == len(non_null):
-        return "id"
-    return "categorical"
-
-
 def _infer_kinds(df: pd.DataFrame) -> tuple[dict[Any, str], dict[Any, str]]:
     """(kinds, datetime formats of text columns) inferred from the real table."""
-    try:
-        from tabsynth.metadata import Metadata
-    except ImportError:  # metadata layer absent: fall back to the private helper
-        return {col: _fallback_kind(df[col]) for col in df.columns}, {}
     kinds, formats = _declared(Metadata.infer(df))
     return {c: kinds[str(c)] for c in df.columns}, {
         c: formats[str(c)] for c in df.columns if str(c) in formats

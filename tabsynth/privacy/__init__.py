@@ -3,92 +3,78 @@
 See docs/privacy.md for the threat model and how the pieces fit together.
 """
 
-from tabsynth.privacy.budget import (
-    BudgetGuard,
-    Calibration,
-    DPSGDPlan,
-    GaussianPlan,
-    calibrate,
-    calibrate_noise,
-    dpsgd_steps,
-)
-from tabsynth.privacy.dpsgd import (
-    PoissonLoader,
-    gradient_penalty,
-    make_dp_optimizer,
-    make_poisson_loader,
-    module_state,
-    per_sample_grads,
-    resolve_delta,
-    secure_generator,
-    single_example,
-    validate_dp_module,
-    write_grad_samples,
-)
-from tabsynth.privacy.ghost import (
-    LinearTape,
-    LinearUse,
-    clip_linear_uses,
-    record_linear,
-    write_linear_grads,
-)
-from tabsynth.privacy.ledger import ADJACENCY, UNIT, Mechanism, PrivacyLedger, compose_epsilon
-from tabsynth.privacy.mechanisms import (
-    OTHER,
-    GridRelease,
-    HistogramRelease,
-    category_counts,
-    dp_category_domain,
-    dp_grid_histogram,
-    dp_histogram,
-    dp_quantiles,
-    grid_counts,
-    noisy_count,
-    quantiles_from_histogram,
-    threshold_delta,
-    threshold_for_delta,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ADJACENCY",
-    "OTHER",
-    "UNIT",
-    "BudgetGuard",
-    "Calibration",
-    "DPSGDPlan",
-    "GaussianPlan",
-    "GridRelease",
-    "HistogramRelease",
-    "LinearTape",
-    "LinearUse",
-    "Mechanism",
-    "PoissonLoader",
-    "PrivacyLedger",
-    "calibrate",
-    "calibrate_noise",
-    "category_counts",
-    "clip_linear_uses",
-    "compose_epsilon",
-    "dp_category_domain",
-    "dp_grid_histogram",
-    "dp_histogram",
-    "dp_quantiles",
-    "dpsgd_steps",
-    "gradient_penalty",
-    "grid_counts",
-    "make_dp_optimizer",
-    "make_poisson_loader",
-    "module_state",
-    "noisy_count",
-    "per_sample_grads",
-    "quantiles_from_histogram",
-    "record_linear",
-    "resolve_delta",
-    "secure_generator",
-    "single_example",
-    "threshold_delta",
-    "threshold_for_delta",
-    "validate_dp_module",
-    "write_grad_samples",
-    "write_linear_grads",
-]
+from importlib import import_module
+from typing import Any
+
+# Every public name, by the submodule that defines it. Names load on first use (PEP 562):
+# Opacus (~1.5 s to import) is needed by budget, dpsgd and ledger only, and the ghost-clipping
+# code the models import at module level is plain torch, so `import tabsynth.models` must not
+# pay for Opacus unless a DP fit asks for it.
+_NAMES = {
+    "budget": (
+        "BudgetGuard",
+        "Calibration",
+        "DPSGDPlan",
+        "GaussianPlan",
+        "calibrate",
+        "dpsgd_steps",
+    ),
+    "dpsgd": (
+        "PoissonLoader",
+        "gradient_penalty",
+        "make_dp_optimizer",
+        "make_poisson_loader",
+        "module_state",
+        "per_sample_grads",
+        "resolve_delta",
+        "secure_generator",
+        "single_example",
+        "validate_dp_module",
+        "write_grad_samples",
+    ),
+    "ghost": (
+        "LinearTape",
+        "LinearUse",
+        "clip_linear_uses",
+        "record_linear",
+        "write_linear_grads",
+    ),
+    "ledger": (
+        "ADJACENCY",
+        "UNIT",
+        "Mechanism",
+        "PrivacyLedger",
+        "compose_epsilon",
+    ),
+    "mechanisms": (
+        "OTHER",
+        "GridRelease",
+        "HistogramRelease",
+        "category_counts",
+        "dp_category_domain",
+        "dp_grid_histogram",
+        "dp_histogram",
+        "dp_quantiles",
+        "grid_counts",
+        "noisy_count",
+        "quantiles_from_histogram",
+        "threshold_delta",
+        "threshold_for_delta",
+    ),
+}
+_LAZY = {name: module for module, names in _NAMES.items() for name in names}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value  # later look-ups skip this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -33,7 +33,6 @@ __all__ = [
     "DPSGDPlan",
     "GaussianPlan",
     "calibrate",
-    "calibrate_noise",
     "dpsgd_steps",
 ]
 
@@ -355,10 +354,6 @@ def calibrate(
     if cal.epsilon > eps:  # guaranteed by construction; keep the promise explicit
         raise PrivacyError(f"calibration failed: epsilon {cal.epsilon:g} > target {eps:g}")
     return cal
-
-
-#: the name used by docs/architecture.md
-calibrate_noise = calibrate
 
 
 class BudgetGuard:

@@ -264,8 +264,6 @@ class TableTransformer:
             out.append(None)
         return out
 
-    categories_ = categories_of  # name used in docs/architecture.md
-
     # -- persistence ----------------------------------------------------------------------
     def to_dict(self) -> dict:
         self._check_fitted()
