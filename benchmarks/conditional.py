@@ -12,14 +12,15 @@ has none and relies on rejection, so its rate is the value's frequency in the mo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
+if __package__ in (None, ""):  # run as a script: this checkout's tabsynth first
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import _common as C  # noqa: E402
+from tabsynth import bench  # noqa: E402
 
 COLUMNS = ("sex", "workclass")
 TARGET = 0.95
@@ -30,17 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="ctgan", help="comma-separated: ctgan,tvae")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--rows", type=int, default=2000, help="rows requested per condition")
-    p.add_argument("--threads", type=int, default=C.default_threads())
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    C.set_threads(args.threads)
+    bench.set_threads(args.threads)
 
     import tabsynth
     from tabsynth.errors import SamplingError
 
-    train, _ = C.split_adult(C.load_adult("nan"))
-    meta = C.adult_metadata(train)
-    print(f"## Conditional acceptance on Adult: {C.environment_line(args.threads)}\n")
+    spec = bench.resolve_datasets(["adult"])[0]
+    train = bench.prepare_data(spec)[0]  # the benchmark's shared split
+    meta = bench.build_metadata(train, spec.kinds, [])
+    print(f"## Conditional acceptance on Adult: {bench.environment()}, {args.threads} thread(s)\n")
     print(f"epochs {args.epochs}, {args.rows} rows requested per condition, seed {args.seed}\n")
     print("| model | column | value | real share | acceptance | rows ok |")
     print("|---|---|---|---|---|---|")

@@ -4,8 +4,11 @@ Contenders, each run in its own fresh subprocess so that peak RSS is per contend
 
 * ``tabsynth`` on the Adult train split (26,048 rows) and on a ``make_patients`` table of
   ``--rows`` rows (default 1,000,000);
-* ``ctgan`` (``ctgan.data_transformer.DataTransformer``) on the same Adult frame, when ctgan is
-  importable (run this script in the bench venv, see ``scripts/bench-env.sh``).
+* ``ctgan`` (``ctgan.data_transformer.DataTransformer``) on the same Adult frame (the one its
+  model adapter gets), run in the anchor interpreter (``--anchor-python``, default
+  ``.venv-bench``: ``scripts/bench-env.sh``).
+
+Built on the benchmark harness :mod:`tabsynth.bench` (data, workers, peak meter, tables).
 
 Acceptance targets checked at the end: tabsynth fit+transform on Adult ≥ 20× faster than
 ctgan's DataTransformer; the big table encodes (fit+transform) in < 60 s with peak RSS < 4 GiB.
@@ -16,96 +19,96 @@ ctgan's DataTransformer; the big table encodes (fit+transform) in < 60 s with pe
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import _common as C  # noqa: E402
+from tabsynth import bench  # noqa: E402
+from tabsynth.bench.measure import PeakRSS  # noqa: E402
+from tabsynth.bench.results import markdown_table, write_records  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 TARGET_SPEEDUP = 20.0
 TARGET_BIG_SECONDS = 60.0
 TARGET_BIG_PEAK_MIB = 4096.0
-PHASES = ("metadata", "fit", "transform", "inverse")
+MIB = 2**20
 
 
 # -- workers (run in the subprocess) -------------------------------------------------------
-def _load(task: dict):
-    if task["dataset"] == "adult":
-        train, _ = C.split_adult(C.load_adult(task["adult_missing"]))
-        return train
-    from tabsynth.datasets import make_patients
-
-    return make_patients(n_rows=int(task["rows"]), random_state=0)
-
-
-def _work_tabsynth(task: dict) -> dict:
+def _load(task: dict, meter: PeakRSS, out: dict):
+    """The frame (and metadata) of the task: the Adult training split, or a big demo table."""
     from tabsynth import Metadata
-    from tabsynth.transform import TableTransformer
 
-    meter = C.PeakMeter()
-    with meter.phase("load"):
-        df = _load(task)
-    with meter.phase("metadata"):
-        meta = C.adult_metadata(df) if task["dataset"] == "adult" else Metadata.infer(df)
-    with meter.phase("fit"):
-        tt = TableTransformer(meta, random_state=0).fit(df)
-    with meter.phase("transform"):
-        X = tt.transform(df)
-    if task["inverse"]:
-        with meter.phase("inverse"):
-            tt.inverse_transform(X)
-    return dict(
-        meter.to_dict(),
-        n_rows=len(df),
-        n_cols=df.shape[1],
-        output_dim=int(tt.output_dim_),
-        matrix_mib=X.nbytes / C.MIB,
-        matrix_dtype=str(X.dtype),
-    )
+    with meter.phase(out, "load"):
+        if task["dataset"] == "adult":
+            spec = bench.resolve_datasets(["adult"])[0]
+            df = bench.prepare_data(spec)[0]
+        else:
+            from tabsynth.datasets import make_patients
 
-
-def _work_ctgan(task: dict) -> dict:
-    from ctgan.data_transformer import DataTransformer
-
-    meter = C.PeakMeter()
-    with meter.phase("load"):
-        df = _load(task)
-    discrete = C.adult_discrete_columns()
-    with meter.phase("fit"):
-        dt = DataTransformer()
-        dt.fit(df, discrete)
-    with meter.phase("transform"):
-        X = dt.transform(df)
-    if task["inverse"]:
-        with meter.phase("inverse"):
-            dt.inverse_transform(X)
-    return dict(
-        meter.to_dict(),
-        n_rows=len(df),
-        n_cols=df.shape[1],
-        output_dim=int(dt.output_dimensions),
-        matrix_mib=X.nbytes / C.MIB,
-        matrix_dtype=str(X.dtype),
-    )
+            spec, df = None, make_patients(n_rows=int(task["rows"]), random_state=0)
+    with meter.phase(out, "metadata"):
+        meta = bench.build_metadata(df, spec.kinds, []) if spec else Metadata.infer(df)
+    return df, meta
 
 
 def _work(task: dict) -> dict:
-    return _work_tabsynth(task) if task["contender"] == "tabsynth" else _work_ctgan(task)
+    """Fit, transform and (optionally) inverse one encoder, each phase timed with its peak."""
+    meter, out = PeakRSS(), {}
+    df, meta = _load(task, meter, out)
+    if task["contender"] == "tabsynth":
+        from tabsynth.transform import TableTransformer
+
+        encoder = TableTransformer(meta, random_state=0)
+        fit = encoder.fit
+    else:  # ctgan's DataTransformer on the frame its model adapter gets (bench.contenders)
+        from ctgan.data_transformer import DataTransformer
+
+        from tabsynth.bench.contenders import anchor_frame
+
+        for key in ("metadata_s", "peak_rss_metadata_mib"):  # ctgan takes a column list instead
+            out.pop(key)
+        df, discrete, _ = anchor_frame(df, meta)
+        encoder = DataTransformer()
+        fit = lambda frame: encoder.fit(frame, discrete)  # noqa: E731
+    with meter.phase(out, "fit"):
+        fit(df)
+    with meter.phase(out, "transform"):
+        X = encoder.transform(df)
+    if task["inverse"]:
+        with meter.phase(out, "inverse"):
+            encoder.inverse_transform(X)
+    width = getattr(encoder, "output_dim_", None) or getattr(encoder, "output_dimensions", 0)
+    return dict(
+        out,
+        process_peak_mib=meter.process_peak,
+        n_rows=len(df),
+        n_cols=df.shape[1],
+        output_dim=int(width),
+        matrix_mib=X.nbytes / MIB,
+        matrix_dtype=str(X.dtype),
+    )
 
 
 # -- driver --------------------------------------------------------------------------------
 def _run(task: dict, args: argparse.Namespace) -> dict:
     """Run one contender ``--repeat`` times (fresh process each) and keep medians."""
     runs = []
+    python = args.anchor_python if task["contender"] == "ctgan" else sys.executable
     for i in range(args.repeat):
         label = f"{task['contender']} on {task['dataset']}"
         print(f"[{i + 1}/{args.repeat}] {label} ...", file=sys.stderr, flush=True)
-        res = C.run_worker(SCRIPT, task, threads=args.threads, timeout=args.timeout)
+        key = f"{task['contender']}-{task['dataset']}-{i}"
+        task = dict(task, threads=args.threads)
+        res = bench.run_worker(
+            [python, str(SCRIPT), "--worker"], task, Path(args.out), key, args.timeout
+        )
         if "error" in res:
-            print(f"  FAILED: {res['error']}\n{res.get('stderr_tail', '')}", file=sys.stderr)
+            print(f"  FAILED: {res['error']} (log: {args.out}/logs/{key}.log)", file=sys.stderr)
             print(res.get("traceback", ""), file=sys.stderr)
             return dict(task, error=res["error"])
         runs.append(res)
@@ -113,15 +116,15 @@ def _run(task: dict, args: argparse.Namespace) -> dict:
     for key in runs[0]:
         vals = [r.get(key) for r in runs]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals)
-        out[key] = C.median(vals) if numeric else vals[0]
+        out[key] = statistics.median(vals) if numeric else vals[0]
     for key in ("n_rows", "n_cols", "output_dim"):
         if key in out:
             out[key] = int(out[key])
     fit, transform = out.get("fit_s", float("nan")), out.get("transform_s", float("nan"))
     out["encode_s"] = fit + transform
     out["total_s"] = out["encode_s"] + (out.get("metadata_s") or 0.0)
-    phases = [p for p in ("metadata", "fit", "transform") if f"{p}_peak_mib" in out]
-    out["encode_peak_mib"] = max(out[f"{p}_peak_mib"] for p in phases)
+    phases = [p for p in ("metadata", "fit", "transform") if f"peak_rss_{p}_mib" in out]
+    out["encode_peak_mib"] = max(out[f"peak_rss_{p}_mib"] for p in phases)
     out["label"] = f"{task['contender']} · {task['dataset']}"
     return out
 
@@ -129,42 +132,35 @@ def _run(task: dict, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        return C.worker_main(argv[1:], _work)
+        return bench.worker_main(argv[1:], _work)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="rows of the big demo table")
     p.add_argument("--skip-anchor", action="store_true", help="do not run ctgan")
     p.add_argument("--skip-big", action="store_true", help="do not run the big demo table")
     p.add_argument("--skip-tabsynth", action="store_true", help="anchor only (harness check)")
-    p.add_argument("--threads", type=int, default=C.default_threads())
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=1, help="fresh processes per contender")
     p.add_argument("--no-inverse", action="store_true", help="skip inverse_transform timing")
-    p.add_argument(
-        "--adult-missing",
-        choices=("nan", "category"),
-        default="nan",
-        help="'?' as missing value (manifest, default) or as its own category (baselines.md)",
-    )
+    p.add_argument("--anchor-python", help="interpreter with ctgan (default: .venv-bench)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker")
     p.add_argument("--out", default="results/transformer", help="folder for JSON/CSV results")
     args = p.parse_args(argv)
 
-    base = dict(adult_missing=args.adult_missing, inverse=not args.no_inverse, rows=args.rows)
+    base = dict(inverse=not args.no_inverse, rows=args.rows)
     tasks = []
     if not args.skip_tabsynth:
         tasks.append(dict(base, contender="tabsynth", dataset="adult"))
     if not args.skip_anchor:
-        if C.has_module("ctgan"):
-            tasks.append(dict(base, contender="ctgan", dataset="adult"))
-        else:
-            print("ctgan is not importable here: anchor skipped (use .venv-bench)", file=sys.stderr)
+        args.anchor_python = bench.anchor_python(args.anchor_python, print)
+        tasks.append(dict(base, contender="ctgan", dataset="adult"))
     if not args.skip_tabsynth and not args.skip_big:
         tasks.append(dict(base, contender="tabsynth", dataset="patients"))
 
     results = [_run(t, args) for t in tasks]
     ok = [r for r in results if "error" not in r]
 
-    print(f"\n## Table transformer: {C.environment_line(args.threads)}\n")
-    print(f"Adult '?' read as: {args.adult_missing}; medians of {args.repeat} run(s)\n")
+    print(f"\n## Table transformer: {bench.environment()}, {args.threads} thread(s)\n")
+    print(f"Adult: the shared split's training rows; medians of {args.repeat} run(s)\n")
     cols = [
         ("label", "contender · data", "s"),
         ("n_rows", "rows", ",d"),
@@ -178,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         ("encode_peak_mib", "peak RSS fit+transform MiB", ".0f"),
         ("process_peak_mib", "process peak MiB", ".0f"),
     ]
-    print(C.markdown_table(ok, cols))
+    print(markdown_table(ok, cols))
 
     ours = next((r for r in ok if r["contender"] == "tabsynth" and r["dataset"] == "adult"), None)
     anchor = next((r for r in ok if r["contender"] == "ctgan"), None)
@@ -186,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     if ours and anchor:
         row = {"label": "ctgan / tabsynth on Adult"}
         for key in ("fit_s", "transform_s", "encode_s", "inverse_s", "encode_peak_mib"):
-            row[key] = C.ratio(anchor.get(key), ours.get(key))
-        row["total_s"] = C.ratio(anchor.get("encode_s"), ours.get("total_s"))
+            row[key] = _ratio(anchor.get(key), ours.get(key))
+        row["total_s"] = _ratio(anchor.get("encode_s"), ours.get("total_s"))
         print("\nRatios anchor / tabsynth (above 1: tabsynth faster or smaller):\n")
         print(
-            C.markdown_table(
+            markdown_table(
                 [row],
                 [
                     ("label", "", "s"),
@@ -233,14 +229,14 @@ def main(argv: list[str] | None = None) -> int:
             "\nNote: ctgan's transform starts joblib worker processes (n_jobs=-1); their memory "
             "is not in its peak RSS."
         )
-    C.write_results(
-        args.out,
-        "transformer",
-        results,
-        {"environment": C.environment_line(args.threads), "args": vars(args)},
-    )
+    info = {"environment": bench.environment(), "threads": args.threads, "args": vars(args)}
+    write_records(args.out, "transformer", results, info)
     print(f"\nresults written to {args.out}/transformer.json and .csv")
     return 1 if len(ok) < len(results) else 0
+
+
+def _ratio(anchor: float | None, ours: float | None) -> float | None:
+    return anchor / ours if anchor is not None and ours else None
 
 
 def _verdict(text: str, passed: bool) -> str:

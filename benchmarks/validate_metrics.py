@@ -30,7 +30,7 @@ environment). Run: ``python benchmarks/validate_metrics.py [--data-dir ../shared
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 import warnings
@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 SDTYPES = {
     "continuous": "numerical",
     "integer": "numerical",
@@ -50,11 +49,14 @@ SDTYPES = {
 }
 
 
-def load_adult(data_dir: Path) -> tuple[pd.DataFrame, dict]:
-    manifest = json.loads((data_dir / "manifest.json").read_text())
-    entry = manifest["adult"]
-    df = pd.read_csv(data_dir / entry["path"], **entry["read_csv_kwargs"])
-    return df, entry
+def load_adult(data_dir: Path | None) -> tuple[pd.DataFrame, dict]:
+    """Adult as the benchmark reads it (tabsynth.datasets.load_shared), with its manifest kinds."""
+    from tabsynth.datasets import load_shared
+
+    if data_dir is not None:
+        os.environ["TABSYNTH_SHARED_DIR"] = str(data_dir)
+    df, info = load_shared("adult")
+    return df, {"column_kinds": dict(info.column_kinds)}
 
 
 def stand_ins(test: pd.DataFrame, kinds: dict, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -102,7 +104,6 @@ def timing(data_dir: Path) -> int:
     Adult has 32,561 rows: the holdout is 10,000 of them; real and synthetic are drawn with
     replacement from the rest (the synthetic stand-in then has its columns shuffled).
     """
-    import os
     import platform
 
     from tabsynth.metrics import evaluate
@@ -133,7 +134,7 @@ def timing(data_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data-dir", type=Path, help="shared datasets folder (default ../shared)")
     parser.add_argument("--timing", action="store_true", help="time evaluate on 30k x 15 frames")
     args = parser.parse_args(argv)
     if args.timing:
@@ -147,16 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from tabsynth.datasets import split_table
     from tabsynth.metrics import evaluate
-
-    if not (args.data_dir / "manifest.json").exists():
-        print(f"no dataset manifest under {args.data_dir}", file=sys.stderr)
-        return 2
-    from sklearn.model_selection import train_test_split
 
     df, entry = load_adult(args.data_dir)
     kinds = entry["column_kinds"]
-    train, test = train_test_split(df, test_size=0.2, stratify=df["income"], random_state=0)
+    train, test, _ = split_table(df, "income", "binary", seed=0)  # the benchmark's split
     print(
         f"Adult: train {len(train)} rows, test {len(test)} rows; sdmetrics {sdmetrics.__version__},"
         f" pandas {pd.__version__}"

@@ -24,7 +24,6 @@ from tabsynth.cli._io import (
 from tabsynth.errors import DataError
 
 MODELS = ("ctgan", "tvae")
-DEMO_TARGETS = {"patients": "readmitted_30d", "loans": "default"}
 
 
 def _say(args: argparse.Namespace, text: str = "") -> None:
@@ -356,8 +355,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Demo table -> fit -> sample -> evaluate -> HTML report, on built-in data."""
     import tabsynth
-    from tabsynth.cli.benchmark import split_table
-    from tabsynth.datasets import load_demo, write_table
+    from tabsynth.datasets import DEMO_TARGETS, load_demo, split_table, write_table
 
     _need_matplotlib()
     out = Path(args.out)
@@ -432,47 +430,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     for line in report.verdict_lines():
         print(line)
-    return 0
-
-
-# -- benchmark --------------------------------------------------------------------------------
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    """Run the utility benchmark suite (see :mod:`tabsynth.cli.benchmark`)."""
-    from tabsynth.cli import benchmark as bench
-
-    preset = bench.QUICK if args.quick else bench.DEFAULTS
-
-    def pick(name: str) -> Any:
-        value = getattr(args, name)
-        return preset[name] if value is None else value
-
-    datasets = bench.resolve_datasets(
-        args.datasets, args.data, args.target, args.task, demo_rows=pick("demo_rows")
-    )
-    cfg = bench.BenchmarkConfig(
-        datasets=datasets,
-        models=list(pick("models")),
-        epochs=pick("epochs"),
-        seeds=list(pick("seeds")),
-        epsilons=list(args.epsilons),
-        delta=args.delta,
-        batch_size=pick("batch_size"),
-        max_rows=pick("max_rows"),
-        max_test_rows=pick("max_test_rows"),
-        split_seed=args.split_seed,
-        device=args.device,
-        public_schema=not args.private_schema,
-        cell_timeout=args.cell_timeout,
-        threads=args.threads,
-        anchor_python=args.anchor_python,
-        resume=args.resume,
-        quick=args.quick,
-        metrics=args.metrics,
-    )
-    names = ", ".join(d.name for d in datasets)
-    print(f"benchmark: {len(datasets)} dataset(s) ({names}); models {', '.join(cfg.models)}")
-    rows = bench.run_benchmark(cfg, args.output, log=lambda s: print(s, flush=True))
-    failed = [r for r in rows if str(r.get("status", "")).startswith("error")]
-    if failed:
-        print(f"{len(failed)} of {len(rows)} cell(s) failed; see results.md", file=sys.stderr)
     return 0

@@ -1,8 +1,8 @@
 """``tabsynth`` command: argument parsing, dispatch and error reporting.
 
-Each subcommand lives in :mod:`tabsynth.cli.commands` (the benchmark suite in
-:mod:`tabsynth.cli.benchmark`) and is imported only when it runs, so ``tabsynth --help`` does not
-load torch, pandas or scikit-learn. Errors print one ``tabsynth: error: ...`` line and exit 1
+Each subcommand lives in :mod:`tabsynth.cli.commands` (``benchmark`` in
+:mod:`tabsynth.cli.benchmark`, over :mod:`tabsynth.bench`) and is imported only when it runs,
+so ``tabsynth --help`` does not load torch, pandas or scikit-learn. Errors print one ``tabsynth: error: ...`` line and exit 1
 (2 for a bad command line, as argparse does); warnings print as ``tabsynth: warning: ...``.
 """
 
@@ -99,6 +99,26 @@ _RARE_HELP = (
 )
 
 
+def _flag(*names: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A parent parser holding one flag, shared by the subcommands that take it (``parents=``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(*names, **kwargs)
+    return parent
+
+
+_DEVICE = _flag(
+    "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available"
+)
+_THREADS = _flag("--threads", type=_positive_int, help=_THREADS_HELP)
+_METRICS = _flag(
+    "--metrics",
+    nargs="+",
+    choices=("fidelity", "detection", "utility", "privacy"),
+    metavar="FAMILY",
+    help="metric families to compute: fidelity detection utility privacy (default: all)",
+)
+
+
 def _condition(text: str) -> tuple[str, str]:
     try:
         return parse_condition(text)
@@ -137,6 +157,7 @@ def _add_inspect(sub: Any) -> None:
 def _add_fit(sub: Any) -> None:
     p = sub.add_parser(
         "fit",
+        parents=[_DEVICE, _THREADS],
         help="train a synthesizer on a table and save it",
         description="Train CTGAN or TVAE on a table; prints progress and phase timings, and "
         "for differential privacy (--epsilon) the privacy ledger.",
@@ -170,8 +191,6 @@ def _add_fit(sub: Any) -> None:
         "histograms, paid from epsilon; rare values are dropped)",
     )
     p.add_argument("--seed", type=_seed, help="random seed (reproducible runs)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.add_argument(
         "--log-dir",
         metavar="DIR",
@@ -186,6 +205,7 @@ def _add_fit(sub: Any) -> None:
 def _add_sample(sub: Any) -> None:
     p = sub.add_parser(
         "sample",
+        parents=[_THREADS],
         help="draw synthetic rows from a saved model",
         description="Draw rows chunk by chunk and stream them to a CSV or Parquet file "
         "(bounded memory for any -n; the file appears only when complete). Conditions: "
@@ -211,7 +231,6 @@ def _add_sample(sub: Any) -> None:
     p.add_argument(
         "--chunk-size", type=_positive_int, default=50_000, help="rows per chunk (default 50000)"
     )
-    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".csv/.csv.gz/.parquet")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run("commands", "cmd_sample"))
@@ -220,6 +239,7 @@ def _add_sample(sub: Any) -> None:
 def _add_augment(sub: Any) -> None:
     p = sub.add_parser(
         "augment",
+        parents=[_THREADS],
         help="add synthetic rows of chosen classes to a table (rebalance a rare class)",
         description="Fit a model (or load one) and add conditional synthetic rows of the chosen "
         "classes of --target; the output has a boolean column marking the synthetic rows. "
@@ -248,7 +268,6 @@ def _add_augment(sub: Any) -> None:
     p.add_argument("--epochs", type=_positive_int, help="training epochs (model default)")
     p.add_argument("--indicator", default="is_synthetic", help="name of the marker column")
     p.add_argument("--seed", type=_seed, help="random seed (reproducible runs)")
-    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".csv/.csv.gz/.parquet")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run("augment", "cmd_augment"))
@@ -257,6 +276,7 @@ def _add_augment(sub: Any) -> None:
 def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
+        parents=[_METRICS],
         help="score a synthetic table against the real one",
         description="Fidelity, detection, ML utility (needs --holdout and --target) and privacy "
         "risk; prints the summary table, optionally writes HTML/JSON reports.",
@@ -274,13 +294,6 @@ def _add_evaluate(sub: Any) -> None:
         "--task", choices=("binary", "multiclass", "regression"), help="default: inferred"
     )
     p.add_argument("--metadata", metavar="META.json", help="column kinds (default: inferred)")
-    p.add_argument(
-        "--metrics",
-        nargs="+",
-        choices=("fidelity", "detection", "utility", "privacy"),
-        metavar="FAMILY",
-        help="metric families to run: fidelity detection utility privacy (default: all)",
-    )
     p.add_argument("--seed", type=_seed, default=0, help="seed for subsamples/models (default 0)")
     p.add_argument(
         "--model",
@@ -297,6 +310,7 @@ def _add_evaluate(sub: Any) -> None:
 def _add_benchmark(sub: Any) -> None:
     p = sub.add_parser(
         "benchmark",
+        parents=[_DEVICE, _METRICS],
         help="run the utility benchmark suite",
         description="For each dataset: 80/20 split (fixed seed, stratified), fit each model "
         "(with and without DP), sample the training row count, evaluate against the test "
@@ -308,8 +322,9 @@ def _add_benchmark(sub: Any) -> None:
         "--epsilons 1 3 10 \\\n      --seeds 0 1 2 --epochs 100 -o results/\n"
         "  tabsynth benchmark --data mytable.csv --target churned --models tvae -o results/\n"
         "datasets: all (default), shared, demo, a shared table name, patients, loans\n"
-        "models: ctgan, tvae (tabsynth), anchor-ctgan, anchor-tvae, gaussiancopula (anchors: "
-        "skipped when ctgan/sdv are not importable; see --anchor-python)",
+        "models: ctgan, tvae, argn (tabsynth; argn once tabsynth.ARGN exists), anchor-ctgan, "
+        "anchor-tvae, gaussiancopula, mostlyai-argn (anchors: skipped when ctgan / sdv / "
+        "mostlyai-engine are not importable; see --anchor-python and scripts/bench-env.sh)",
         formatter_class=_Formatter,
     )
     p.add_argument("--datasets", nargs="+", metavar="NAME", help="default: all")
@@ -345,7 +360,6 @@ def _add_benchmark(sub: Any) -> None:
     p.add_argument("--max-test-rows", type=_positive_int, help="cap on test rows (quick: 1500)")
     p.add_argument("--demo-rows", type=_positive_int, help="rows of the demo tables (10000)")
     p.add_argument("--split-seed", type=_seed, default=0, help="seed of the 80/20 split")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--cell-timeout", type=_positive_float, metavar="S", help="seconds per cell")
     p.add_argument(
         "--threads",
@@ -359,13 +373,6 @@ def _add_benchmark(sub: Any) -> None:
         help="interpreter with ctgan/sdv for the anchor cells (default: this one, "
         "else $TABSYNTH_ANCHOR_PYTHON, else <repo>/.venv-bench)",
     )
-    p.add_argument(
-        "--metrics",
-        nargs="+",
-        choices=("fidelity", "detection", "utility", "privacy"),
-        metavar="FAMILY",
-        help="metric families to compute (default: all)",
-    )
     p.add_argument("--resume", action="store_true", help="reuse finished cells in OUT/cells")
     p.add_argument(
         "--quick",
@@ -374,7 +381,7 @@ def _add_benchmark(sub: Any) -> None:
         "<= 3000 training / 1500 test rows, 3000-row demo tables",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="results folder")
-    p.set_defaults(func=_run("commands", "cmd_benchmark"))
+    p.set_defaults(func=_run("benchmark", "cmd_benchmark"))
 
 
 #: The demo's model and training length: the best train-on-synthetic utility on the patients
@@ -385,6 +392,7 @@ DEMO_MODEL, DEMO_EPOCHS, DEMO_BATCH_SIZE = "tvae", 200, 200
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
+        parents=[_DEVICE],
         help="fit, sample and evaluate on a built-in demo table (under 2 minutes)",
         description="Generate a demo table, fit a model on 80% of it, sample as many rows, "
         "evaluate against the held-out 20% and write an HTML report. Ends with three "
@@ -406,7 +414,6 @@ def _add_demo(sub: Any) -> None:
         help=f"default {DEMO_BATCH_SIZE}",
     )
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--threads",
         type=_positive_int,

@@ -16,7 +16,14 @@ from scipy.special import ndtr, ndtri
 
 from tabsynth.errors import DataError
 
-__all__ = ["make_patients", "make_loans", "load_demo", "DEMO_NAMES", "DIABETES_CODES"]
+__all__ = [
+    "make_patients",
+    "make_loans",
+    "load_demo",
+    "DEMO_NAMES",
+    "DEMO_TARGETS",
+    "DIABETES_CODES",
+]
 
 RandomState = int | np.random.Generator | np.random.SeedSequence | None
 
@@ -134,6 +141,8 @@ _LOAN_START = np.datetime64("2016-01-01", "D")
 _LOAN_END = np.datetime64("2024-01-01", "D")
 
 DEMO_NAMES: tuple[str, ...] = ("patients", "loans")
+#: the target column of each demo table (the demo and the benchmark predict it)
+DEMO_TARGETS: dict[str, str] = {"patients": "readmitted_30d", "loans": "default"}
 
 
 def _check_n_rows(n_rows: object) -> int:
