@@ -158,10 +158,15 @@ def test_benchmark_private_schema_derives_category_lists_with_dp(tmp_path: Path)
 
 def test_unknown_model_and_dataset_are_clear_errors(tmp_path: Path) -> None:
     from tabsynth.bench import resolve_datasets
-    from tabsynth.errors import DataError
+    from tabsynth.errors import DataError, HyperParameterError
 
-    with pytest.raises(DataError, match="unknown model"):
+    with pytest.raises(HyperParameterError, match="unknown model"):
         run_benchmark(BenchmarkConfig([PATIENTS], ["gan9000"], 1, [0]), tmp_path / "r")
+    with pytest.raises(HyperParameterError, match="sample_repeat must be positive, got 0"):
+        run_benchmark(BenchmarkConfig([PATIENTS], ["tvae"], 1, [0], sample_repeat=0), tmp_path)
+    with pytest.raises(HyperParameterError, match=r"epsilons\[1\] must be positive"):
+        run_benchmark(BenchmarkConfig([PATIENTS], ["tvae"], 1, [0], epsilons=[1, -2]), tmp_path)
+    assert not (tmp_path / "r").exists()  # refused before anything was written
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         resolve_datasets(["nope"])
 

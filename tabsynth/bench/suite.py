@@ -33,13 +33,14 @@ from tabsynth.bench.results import (
     write_markdown,
     write_plot,
 )
-from tabsynth.errors import DataError
+from tabsynth.errors import DataError, HyperParameterError
 
 __all__ = [
     "DEFAULTS",
     "QUICK",
     "BenchmarkConfig",
     "anchor_python",
+    "check_config",
     "describe",
     "environment",
     "run_benchmark",
@@ -165,17 +166,41 @@ def _reuse(folder: Path, key: str, cell: dict) -> dict | None:
     return row if str(row.get("status")) == "ok" else None
 
 
+def check_config(cfg: BenchmarkConfig) -> None:
+    """HyperParameterError naming the setting that is out of range (before any cell runs)."""
+    unknown = [m for m in cfg.models if m not in CONTENDERS]
+    if unknown:
+        raise HyperParameterError(
+            f"unknown model(s) {unknown}; choose from {', '.join(CONTENDERS)}"
+        )
+    if not cfg.models or not cfg.seeds or not cfg.datasets:
+        raise HyperParameterError("give at least one model, one seed and one dataset")
+    positive = {
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "max_rows": cfg.max_rows,
+        "max_test_rows": cfg.max_test_rows,
+        "threads": cfg.threads,
+        "cell_timeout": cfg.cell_timeout,
+        "sample_repeat": cfg.sample_repeat,
+        **{f"epsilons[{i}]": eps for i, eps in enumerate(cfg.epsilons)},
+    }
+    for name, value in positive.items():
+        if value is not None and not value > 0:
+            raise HyperParameterError(f"{name} must be positive, got {value!r}")
+    if cfg.delta is not None and not 0 < cfg.delta < 1:
+        raise HyperParameterError(f"delta must be in (0, 1), got {cfg.delta!r}")
+
+
 def run_benchmark(
     cfg: BenchmarkConfig, out: str | os.PathLike[str], log: Callable[[str], None] = print
 ) -> list[dict]:
     """Run every cell, writing ``results.csv`` after each, then ``results.md`` and the plot."""
+    check_config(cfg)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"results folder {str(folder)!r} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    unknown = [m for m in cfg.models if m not in CONTENDERS]
-    if unknown:
-        raise DataError(f"unknown model(s) {unknown}; choose from {', '.join(CONTENDERS)}")
     needs_anchor = any(CONTENDERS[m].anchor for m in cfg.models)
     anchor_py = anchor_python(cfg.anchor_python, log) if needs_anchor else sys.executable
     probe_cache: dict = {}

@@ -1,6 +1,11 @@
 """Differential privacy: one ledger for every mechanism, DP metadata, DP-SGD helpers.
 
 See docs/privacy.md for the threat model and how the pieces fit together.
+
+The public names are those of the submodules' ``__all__`` and load on first use (PEP 562):
+Opacus (~1.5 s to import) is needed by ``ledger``, ``budget`` and ``dpsgd`` only, and the
+ghost-clipping code the models import at module level is plain torch, so ``import
+tabsynth.models`` does not pay for Opacus unless a DP fit asks for it.
 """
 
 from __future__ import annotations
@@ -8,73 +13,31 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-# Every public name, by the submodule that defines it. Names load on first use (PEP 562):
-# Opacus (~1.5 s to import) is needed by budget, dpsgd and ledger only, and the ghost-clipping
-# code the models import at module level is plain torch, so `import tabsynth.models` must not
-# pay for Opacus unless a DP fit asks for it.
-_NAMES = {
-    "budget": (
-        "BudgetGuard",
-        "Calibration",
-        "DPSGDPlan",
-        "GaussianPlan",
-        "calibrate",
-        "dpsgd_steps",
-    ),
-    "dpsgd": (
-        "PoissonLoader",
-        "gradient_penalty",
-        "make_dp_optimizer",
-        "make_poisson_loader",
-        "module_state",
-        "per_sample_grads",
-        "resolve_delta",
-        "secure_generator",
-        "single_example",
-        "validate_dp_module",
-        "write_grad_samples",
-    ),
-    "ghost": (
-        "LinearTape",
-        "LinearUse",
-        "clip_linear_uses",
-        "record_linear",
-        "write_linear_grads",
-    ),
-    "ledger": (
-        "ADJACENCY",
-        "UNIT",
-        "Mechanism",
-        "PrivacyLedger",
-        "compose_epsilon",
-    ),
-    "mechanisms": (
-        "OTHER",
-        "GridRelease",
-        "HistogramRelease",
-        "category_counts",
-        "dp_category_domain",
-        "dp_grid_histogram",
-        "dp_histogram",
-        "dp_quantiles",
-        "grid_counts",
-        "noisy_count",
-        "quantiles_from_histogram",
-        "threshold_delta",
-        "threshold_for_delta",
-    ),
-}
-_LAZY = {name: module for module, names in _NAMES.items() for name in names}
-__all__ = sorted(_LAZY)
+#: searched in this order, cheapest first (``ghost`` needs torch only; the others Opacus)
+_SUBMODULES = ("ghost", "ledger", "mechanisms", "budget", "dpsgd")
+
+
+def _all_names() -> list[str]:
+    names = {n for sub in _SUBMODULES for n in import_module(f"{__name__}.{sub}").__all__}
+    return sorted(names)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value  # later look-ups skip this hook
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name == "__all__":
+        value: Any = _all_names()
+    elif name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    else:
+        for sub in _SUBMODULES:
+            module = import_module(f"{__name__}.{sub}")
+            if name in module.__all__:
+                value = getattr(module, name)
+                break
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this hook
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_all_names()))
