@@ -84,8 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         "--models", type=csv_list, default=list(DEFAULT_MODELS), help=",".join(bench.CONTENDERS)
     )
     p.add_argument("--dataset", default="adult", help="a shared table (default adult)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument(
+        "--epochs",
+        type=lambda t: None if t == "default" else int(t),
+        default=100,
+        help="epochs of every contender, or 'default' for each one's own (default 100)",
+    )
+    p.add_argument("--batch-size", type=lambda t: None if t == "default" else int(t), default=500)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seeds", type=lambda s: [int(x) for x in csv_list(s)], default=[0])
     p.add_argument("--epsilons", type=lambda s: [float(x) for x in csv_list(s)], default=[])

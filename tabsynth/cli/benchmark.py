@@ -15,6 +15,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     def pick(name: str) -> Any:
         value = getattr(args, name)
+        if value == "default":  # each contender's own value
+            return None
         return preset[name] if value is None else value
 
     datasets = bench.resolve_datasets(

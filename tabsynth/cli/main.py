@@ -50,6 +50,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _int_or_default(text: str) -> int | str:
+    """A positive integer, or ``default`` (leave the value to each model)."""
+    return text if text == "default" else _positive_int(text)
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -338,8 +343,16 @@ def _add_benchmark(sub: Any) -> None:
         help="its task (default: guessed from the target)",
     )
     p.add_argument("--models", nargs="+", metavar="MODEL", help="default: all (quick: ctgan tvae)")
-    p.add_argument("--epochs", type=_positive_int, help="default 100 (quick: 40)")
-    p.add_argument("--batch-size", type=_positive_int, help="default 500 (quick: 200)")
+    p.add_argument(
+        "--epochs",
+        type=_int_or_default,
+        help="default 100 (quick: 40); 'default': each model's own (e.g. ARGN's early stopping)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_int_or_default,
+        help="default 500 (quick: 200); 'default': each model's",
+    )
     p.add_argument(
         "--epsilons",
         nargs="+",
