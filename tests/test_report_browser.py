@@ -86,8 +86,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def report_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A report of a small fitted TVAE on the demo patients table (verdict + every plot kind)."""
     import tabsynth
-    from tabsynth.cli.benchmark import split_table
-    from tabsynth.datasets import make_patients
+    from tabsynth.datasets import make_patients, split_table
 
     folder = tmp_path_factory.mktemp("browser")
     table = make_patients(600, random_state=0)
