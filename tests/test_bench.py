@@ -175,3 +175,20 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_argn_runs_by_name_through_its_registry_line() -> None:
+    import tabsynth
+
+    cell = {
+        "dataset": vars(PATIENTS),
+        "model": "argn",
+        "seed": 0,
+        "epochs": 1,
+        "batch_size": 100,
+        "metrics": ["fidelity"],
+    }
+    row = run_cell(cell)
+    assert CONTENDERS["argn"].requires == "import tabsynth; tabsynth.ARGN" and tabsynth.ARGN
+    assert row["status"] == "ok", row["status"]
+    assert row["epochs_run"] == 1 and 0 < row["column_shapes"] <= 1
