@@ -327,7 +327,7 @@ def _add_benchmark(sub: Any) -> None:
         "--epsilons 1 3 10 \\\n      --seeds 0 1 2 --epochs 100 -o results/\n"
         "  tabsynth benchmark --data mytable.csv --target churned --models tvae -o results/\n"
         "datasets: all (default), shared, demo, a shared table name, patients, loans\n"
-        "models: ctgan, tvae, argn (tabsynth; argn once tabsynth.ARGN exists), anchor-ctgan, "
+        "models: ctgan, tvae, argn (tabsynth), anchor-ctgan, "
         "anchor-tvae, gaussiancopula, mostlyai-argn (anchors: skipped when ctgan / sdv / "
         "mostlyai-engine are not importable; see --anchor-python and scripts/bench-env.sh)",
         formatter_class=_Formatter,
