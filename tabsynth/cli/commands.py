@@ -156,7 +156,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     df = _read(args.data, sep=getattr(args, "sep", None))
     timings["read"] = time.perf_counter() - t0
-    _say(args, f"read {args.data}: {len(df)} rows x {df.shape[1]} columns")
+    if args.epsilon is None:
+        _say(args, f"read {args.data}: {len(df)} rows x {df.shape[1]} columns")
+    else:  # under DP the exact row count is private; the noisy one is printed after the fit
+        _say(args, f"read {args.data}: {df.shape[1]} columns (row count private under DP)")
 
     t0 = time.perf_counter()
     meta = _metadata(args.metadata, df)
@@ -189,8 +192,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     model.save(out)
     timings["save"] = time.perf_counter() - t0
 
+    if args.epsilon is not None:
+        # timings scale with the private row count: not printed under DP
+        how = "declared" if meta.n_rows is not None else "noisy, DP"
+        print(f"row count used by the fit ({how}): {model.n_rows_fit_}")
     if not args.quiet:
-        _print_timings(timings)
+        if args.epsilon is None:
+            _print_timings(timings)
         device = getattr(model, "device_", None)
         if device is not None:
             print(f"device: {device}")

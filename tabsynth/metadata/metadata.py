@@ -12,6 +12,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -25,9 +26,21 @@ from tabsynth.metadata.dtypes import DECIMAL, dtype_to_str, is_text_dtype, to_py
 
 KINDS = ("continuous", "integer", "categorical", "boolean", "datetime", "id")
 NUMERIC_ENCODERS = ("gmm", "quantile", "minmax")
-#: facts whose origin is tracked (the DP path needs them declared or paid for)
-TRACKED_FACTS = ("kind", "nullable", "lower", "upper", "categories", "resolution")
-ORIGINS = ("declared", "data", "dp")
+#: facts whose origin is tracked (the DP path needs them declared or paid for; the last four
+#: only shape the output and get a data-free default under DP when not declared)
+TRACKED_FACTS = (
+    "kind",
+    "nullable",
+    "lower",
+    "upper",
+    "categories",
+    "resolution",
+    "dtype",
+    "datetime_format",
+    "timezone",
+    "ordered",
+)
+ORIGINS = ("declared", "data", "dp", "derived")
 _DATETIME_FORMATS = (
     "%Y-%m-%d",
     "%Y-%m-%d %H:%M:%S",
@@ -289,14 +302,36 @@ class Metadata:
 
         ``category_lists=False`` leaves the category lists of categorical columns as they are,
         so the ones not declared yet stay private (``dp_domains=True`` derives them with DP).
+
+        Warns when a fact it declares was learned from the data (``Metadata.infer``): under
+        differential privacy such a fact is published as it is -- the observed min/max, every
+        category seen (rare ones included), the dtype -- and is not protected. Declare public
+        facts from a codebook instead (``Metadata.from_dict``, ``update_column``).
         """
+        learned: list[str] = []
         for name in names or tuple(self.columns):
             spec = self[name]
+            facts = []
             for fact in TRACKED_FACTS:
                 if fact == "categories" and spec.kind == "categorical" and not category_lists:
                     continue
                 if getattr(spec, fact) is not None or fact in ("kind", "nullable"):
+                    if spec.origin.get(fact) == "data":
+                        facts.append(fact)
                     spec.origin[fact] = "declared"
+            if facts:
+                learned.append(f"{name!r} ({', '.join(facts)})")
+        if learned:
+            warnings.warn(
+                "declare_public() declares facts learned from the data as public: "
+                + "; ".join(learned[:8])
+                + (f"; ... ({len(learned)} columns)" if len(learned) > 8 else "")
+                + ". Under differential privacy they are published as they are (the observed "
+                "min/max, every category seen, the dtype) and are not protected; declare "
+                "them from a codebook instead (Metadata.from_dict, update_column)",
+                UserWarning,
+                stacklevel=2,
+            )
         return self
 
     def public_problems(self) -> list[str]:
@@ -372,7 +407,12 @@ class Metadata:
         fact gets origin ``data``.
         """
         check_frame(df)
-        return cls([_infer_column(df[name], str(name)) for name in df.columns])
+        specs = [_infer_column(df[name], str(name)) for name in df.columns]
+        for spec in specs:  # output facts read from the data too (DP must not trust them)
+            for fact in ("dtype", "datetime_format", "timezone", "ordered"):
+                if getattr(spec, fact) not in (None, False):
+                    spec.origin.setdefault(fact, "data")
+        return cls(specs)
 
     # -- validation -----------------------------------------------------------------------
     def validate(self, df: pd.DataFrame, *, allow_missing: bool = False) -> None:

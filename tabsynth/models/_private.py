@@ -12,11 +12,23 @@ Order of operations (every read of the private table is listed here, see docs/pr
 
 The model's private training loop then reads the encoded rows only through a Poisson loader
 and a DPOptimizer whose every step is counted by the ledger's guard.
+
+Secret randomness: every draw the guarantee relies on (metadata noise and thresholds, the
+encoding draws of private rows, Poisson masks, DP-SGD noise, per-example draws in the loss)
+comes from generators seeded by ``secret_seed`` (OS entropy via ``secrets``), never from
+``random_state``; the seeds live only in local variables and are never saved. ``random_state``
+still fixes the weight initialisation (data-independent) and the sampling stream.
+
+No data-dependent refusal: before a row is read only the public schema and the column names are
+checked (``check_private_input``); afterwards ``private_frame`` maps every schema violation
+(null in a non-nullable column, unparsable value, inf, out-of-bounds, unseen category) to a fixed
+slot or clips it, and counts it nowhere, so the fit succeeds on D and on D plus any row.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +38,9 @@ import torch
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from tabsynth.errors import PrivacyError
+from tabsynth.errors import MetadataError, PrivacyError
 from tabsynth.metadata import Metadata
+from tabsynth.models import _nn
 from tabsynth.privacy import (
     Calibration,
     DPSGDPlan,
@@ -46,6 +59,7 @@ from tabsynth.privacy import (
     resolve_delta,
 )
 from tabsynth.transform import TableTransformer
+from tabsynth.transform.categorical import OTHER
 
 #: default delta when the row count is private (well below 1/n for n up to ~10^5)
 PRIVATE_N_DELTA = 1e-6
@@ -77,10 +91,14 @@ class PrivateFit:
     def noise_multiplier(self) -> float:
         return float(self.calibration.noise_multiplier)  # type: ignore[arg-type]
 
-    def loader(self, rows: torch.Tensor, generator: torch.Generator) -> PoissonLoader:
-        """Poisson batches of ``rows`` (the encoded table, possibly column-permuted)."""
+    def loader(self, rows: torch.Tensor) -> PoissonLoader:
+        """Poisson batches of ``rows`` (the encoded table, possibly column-permuted); the masks
+        come from a CPU generator seeded from OS entropy, held only by the loader."""
         loader = make_poisson_loader(
-            rows, self.expected_batch, generator=generator, n=self.n_estimate
+            rows,
+            self.expected_batch,
+            generator=_nn.make_generator(secret_seed("poisson"), "cpu"),
+            n=self.n_estimate,
         )
         if loader.steps_per_epoch != self.steps_per_epoch:
             raise PrivacyError("internal: the Poisson loader's epoch length changed")
@@ -90,22 +108,193 @@ class PrivateFit:
         self,
         module: nn.Module,
         optimizer: torch.optim.Optimizer,
-        generator: torch.Generator,
         max_grad_norm: float,
         clipping: str = "per_sample",
     ) -> DPOptimizer:
-        """The DPOptimizer of the calibrated plan, its steps counted by the budget guard."""
+        """The DPOptimizer of the calibrated plan, its steps counted by the budget guard.
+
+        Its Gaussian noise comes from a dedicated generator on the parameters' device, seeded
+        from OS entropy and held only by the optimizer (nothing that could replay it is kept).
+        """
+        device = next(module.parameters()).device
         dp_opt = make_dp_optimizer(
             module,
             optimizer,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=max_grad_norm,
             expected_batch_size=self.expected_batch,
-            generator=generator,
+            generator=_nn.make_generator(secret_seed("dp-sgd-noise"), device),
             clipping=clipping,
         )
         self.calibration.guard(self.ledger).attach(dp_opt)
         return dp_opt
+
+
+# ---------------------------------------------------------------------- secret randomness
+def secret_seed(purpose: str) -> int:
+    """A 63-bit seed from OS entropy (``secrets``) for one privacy-relevant stream.
+
+    ``purpose`` only names the stream (the audit's replayable-seed self-test patches this
+    function); the value depends on nothing the model stores, and callers keep it only in
+    the generator they seed, which is dropped when the fit ends.
+    """
+    return secrets.randbits(63)
+
+
+def _secret_rng(purpose: str) -> np.random.Generator:
+    """A numpy generator for the metadata noise, seeded with 128 bits of OS entropy."""
+    return np.random.default_rng([secret_seed(purpose), secret_seed(purpose)])
+
+
+# ---------------------------------------------------------------------- public schema
+def _derived_dtype(spec: Any) -> str:
+    """The output dtype of an undeclared column under DP: a function of public facts only
+    (kind, nullability, declared categories / format / timezone), never of the data."""
+    if spec.kind == "continuous":
+        return "float64"
+    if spec.kind == "integer":
+        return "Int64" if spec.nullable else "int64"
+    if spec.kind == "boolean":
+        return "boolean" if spec.nullable else "bool"
+    if spec.kind == "categorical":
+        cats = spec.categories or []
+        return "str" if cats and all(isinstance(c, str) for c in cats) else "object"
+    if spec.kind == "datetime":
+        if spec.datetime_format is not None:
+            return "str"
+        return f"datetime64[ns, {spec.timezone}]" if spec.timezone else "datetime64[ns]"
+    return "int64"  # id: numbered 1..n
+
+
+#: facts that reach the output but that the DP path does not need declared: undeclared ones
+#: are replaced by a data-free default (``public_schema``)
+DERIVED_FACTS = ("datetime_format", "timezone", "ordered", "dtype")
+
+
+def public_schema(metadata: Metadata) -> Metadata:
+    """A copy of ``metadata`` in which every fact that reaches the output is public.
+
+    Facts the DP path needs (kind, nullable, categories, bounds, resolution) must be declared
+    (``Metadata.public_problems``). Facts that only shape the output -- dtype, datetime format,
+    timezone, ordered -- keep their declared value; an undeclared one (learned from the data,
+    e.g. ``int64`` vs ``float64`` depending on whether a null is present) is replaced by a
+    default derived from kind + nullability (``_derived_dtype``), so it cannot reveal a row.
+    """
+    out = Metadata.from_dict(metadata.to_dict())
+    for spec in out:
+        for fact in DERIVED_FACTS[:-1]:
+            if not spec.is_public(fact):
+                setattr(spec, fact, False if fact == "ordered" else None)
+                spec.origin.pop(fact, None)
+        if not spec.is_public("dtype"):
+            spec.dtype = _derived_dtype(spec)
+            spec.origin["dtype"] = "derived"
+    return out
+
+
+def check_private_input(df: Any, metadata: Any) -> None:
+    """What a DP fit checks before reading a row: the public schema and the column names.
+
+    Everything here is a function of the declared schema and the frame's columns (public), so
+    a refusal reveals nothing about the rows. Row-level problems are handled by
+    ``private_frame`` without refusing.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise PrivacyError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if metadata is None:
+        raise PrivacyError(
+            "differential privacy needs a public schema: pass metadata declared from a "
+            "codebook (Metadata.from_dict / update_column); metadata=None would infer every "
+            "fact from the private rows"
+        )
+    if not isinstance(metadata, Metadata):
+        raise PrivacyError(f"metadata must be a tabsynth Metadata, got {type(metadata).__name__}")
+    for spec in metadata:  # declared facts may have been edited in place since
+        spec.check()
+    names = list(df.columns)
+    if any(not isinstance(c, str) for c in names) or len(set(names)) != len(names):
+        raise PrivacyError("the frame's column names must be unique strings")
+    missing = [n for n in metadata.names if n not in names]
+    extra = [n for n in names if n not in metadata]
+    if missing or extra:
+        raise MetadataError(
+            f"frame columns differ from the metadata; missing from the frame: {missing}; "
+            f"not in the metadata: {extra}"
+        )
+    if df.shape[0] == 0:
+        raise PrivacyError("the frame is empty (0 rows)")
+
+
+class _Outside:
+    """The value every null of a non-nullable categorical column is mapped to: it is in no
+    domain, so the encoder puts it in the ``other`` slot."""
+
+    def __repr__(self) -> str:
+        return OTHER
+
+
+_OUTSIDE = _Outside()
+
+
+def private_frame(df: pd.DataFrame, metadata: Metadata) -> pd.DataFrame:
+    """The private table made to fit the public schema, row by row, without refusing.
+
+    Each cell is mapped by a rule that depends on that cell and the public schema only:
+    numbers are parsed (unparsable -> null), clipped to the declared bounds (inf included);
+    dates are parsed with the declared format (ISO 8601 when none is declared; unparsable ->
+    null); a null in a non-nullable column becomes the lower bound (numeric, datetime) or the
+    ``other`` slot (categorical, boolean); values outside a category domain go to ``other``.
+    Nothing is counted or reported, so neither the success of the fit nor any output depends
+    on whether such a row exists. Id columns are not read.
+    """
+    n = len(df)
+    cols: dict[str, pd.Series] = {}
+    for spec in metadata:
+        s = df[spec.name]
+        if spec.kind in ("continuous", "integer"):
+            if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
+                s = pd.to_numeric(s.astype(object), errors="coerce")
+            x = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            null = np.isnan(x)
+            x = np.clip(x, float(spec.lower), float(spec.upper))
+            if not spec.nullable:
+                x = np.where(null, float(spec.lower), x)
+            cols[spec.name] = pd.Series(x, index=s.index, dtype=np.float64)
+        elif spec.kind == "datetime":
+            if pd.api.types.is_datetime64_any_dtype(s.dtype):
+                t = pd.to_datetime(s, utc=True)
+            else:
+                fmt = spec.datetime_format or "ISO8601"
+                t = pd.to_datetime(s.astype(object), format=fmt, errors="coerce", utc=True)
+            t = t.dt.tz_localize(None)
+            if not spec.nullable:
+                lower = pd.Timestamp(spec.lower)
+                if lower.tzinfo is not None:
+                    lower = lower.tz_convert("UTC").tz_localize(None)
+                t = t.where(t.notna(), lower)
+            cols[spec.name] = t
+        elif spec.kind in ("categorical", "boolean"):
+            values = s.astype(object).to_numpy(dtype=object, na_value=None).copy()
+            if not spec.nullable:
+                values[pd.isna(values)] = _OUTSIDE
+            cols[spec.name] = pd.Series(values, index=s.index, dtype=object)
+        else:  # id: regenerated, never read
+            cols[spec.name] = pd.Series(np.zeros(n), index=s.index)
+    return pd.DataFrame(cols, index=df.index)
+
+
+def _domain_values(s: pd.Series) -> pd.Series:
+    """Observed values for a DP domain release: hashable scalars only (anything else, like
+    a null, is not a candidate category and goes to ``other`` when encoded)."""
+    values = s.astype(object).to_numpy(dtype=object, na_value=None)
+    keep = np.fromiter(
+        (v is not None and isinstance(v, (str, int, float, bool, np.generic)) for v in values),
+        dtype=bool,
+        count=len(values),
+    )
+    return pd.Series(values[keep], dtype=object).map(
+        lambda v: v.item() if isinstance(v, np.generic) else v
+    )
 
 
 def _grid_bins(lo: float, hi: float, integer: bool) -> int:
@@ -139,6 +328,7 @@ def prepare_private_fit(
         raise PrivacyError(f"epsilon must be a positive number or None, got {epsilon!r}")
     if not math.isfinite(epsilon) or epsilon <= 0:
         raise PrivacyError(f"epsilon must be positive and finite, got {epsilon!r}")
+    metadata = public_schema(metadata)  # a copy: the caller's metadata is not modified
     derive: list[str] = []
     if dp_domains:
         derive = [
@@ -146,21 +336,23 @@ def prepare_private_fit(
             for s in metadata
             if s.kind == "categorical" and (s.categories is None or not s.is_public("categories"))
         ]
-        if derive:  # a private copy: the caller's metadata is not modified
-            metadata = Metadata.from_dict(metadata.to_dict())
-            for name in derive:  # placeholders, replaced by the DP release below
-                metadata[name].categories = []
-                metadata[name].origin["categories"] = "dp"
+        for name in derive:  # placeholders, replaced by the DP release below
+            metadata[name].categories = []
+            metadata[name].origin["categories"] = "dp"
     problems = metadata.public_problems()
     if problems:
         raise PrivacyError(
             "differential privacy needs a public schema: these facts were learned from the "
-            "data and would leak it. Declare them with metadata.update_column(...) (or, if "
-            "every inferred fact is public knowledge such as a codebook, "
-            "metadata.declare_public(); on the command line --declare-public), or let "
+            "data and would leak it. Declare them from a codebook with "
+            "metadata.update_column(...) or Metadata.from_dict(...).declare_public() (do not "
+            "call declare_public() on inferred metadata: it publishes the data's own min/max "
+            "and category lists; on the command line --declare-public does the same), or let "
             "dp_domains=True derive undeclared category lists with DP: " + "; ".join(problems)
         )
-    rng = np.random.default_rng([seed, 7])
+    # from here on the rows are read, and nothing below refuses because of what they hold
+    raw = df
+    df = private_frame(df, metadata)
+    rng = _secret_rng("metadata-noise")  # never from random_state, never saved
     n_public = metadata.n_rows
     cat_cols = metadata.names_of("categorical", "boolean")
     num_cols = metadata.names_of("continuous", "integer", "datetime")
@@ -231,7 +423,7 @@ def prepare_private_fit(
     if derive:  # before the probe transformer, which needs every category list
         for name in derive:
             rel = dp_category_domain(
-                df[name],
+                _domain_values(raw[name]),
                 provisional.sigma("category-domains"),
                 rng=rng,
                 ledger=ledger,
@@ -245,6 +437,8 @@ def prepare_private_fit(
                     "category list, or drop the column"
                 )
             metadata[name].categories = list(rel.categories)
+            if metadata[name].origin.get("dtype") == "derived":
+                metadata[name].dtype = _derived_dtype(metadata[name])
     probe = TableTransformer(metadata, random_state=seed)
 
     # numeric histograms are taken in encoder coordinates so they feed the encoder directly
@@ -278,8 +472,10 @@ def prepare_private_fit(
             centres = np.arange(lo, hi + 1, dtype=np.float64)
         histograms[col] = (centres, rel.counts)
 
+    # ``seed`` (from random_state) only names the transformer's public decoding stream; the
+    # encoding draws of the private rows (mixture modes) come from a secret seed
     transformer = TableTransformer(metadata, random_state=seed).fit_public(histograms)
-    X = transformer.transform(df)
+    X = transformer.transform(df, random_state=secret_seed("encoding"))
     category_probs = {}
     for col in cat_cols:
         span = transformer.category_span(col)
@@ -319,6 +515,10 @@ def finish_private_fit(private: PrivateFit) -> dict:
 __all__ = [
     "PRIVATE_N_DELTA",
     "PrivateFit",
+    "check_private_input",
+    "private_frame",
+    "public_schema",
+    "secret_seed",
     "finish_private_fit",
     "prepare_private_fit",
     "train_ctgan_private",
@@ -351,11 +551,10 @@ def train_ctgan_private(model: Any, private: PrivateFit) -> None:
     emb, d_steps = int(model.embedding_dim), int(model.discriminator_steps)
     clip = float(model.max_grad_norm)
     X = torch.as_tensor(private.X, device=dev)
-    loader = private.loader(X, _cpu_generator(gen))
+    loader = private.loader(X)
     opt_d = private.optimizer(
         D,
         _ctgan._adam(D, model.discriminator_lr, model.discriminator_decay, private=True),
-        gen,
         clip,
         clipping="ghost",
     )
@@ -457,8 +656,8 @@ def train_tvae_private(model: Any, private: PrivateFit) -> None:
     emb = int(model.embedding_dim)
     clip = float(model.max_grad_norm)
     Xp = torch.as_tensor(private.X, device=dev)[:, model._perm].contiguous()
-    loader = private.loader(Xp, _cpu_generator(gen))
-    opt = private.optimizer(vae, model._optimizer(private=True), gen, clip, clipping="ghost")
+    loader = private.loader(Xp)
+    opt = private.optimizer(vae, model._optimizer(private=True), clip, clipping="ghost")
     batches = loader.batches(private.steps)
     for _epoch in model._epochs():
         for _ in range(private.steps_per_epoch):
@@ -478,13 +677,3 @@ def tvae_clipped_grads(
     return the per-example norms before clipping (an empty batch writes zeros)."""
     terms = model._elbo_terms(xb, noise)
     return clip_linear_uses(terms.uses, max_grad_norm, module=model.vae_)
-
-
-def _cpu_generator(device_generator: torch.Generator) -> torch.Generator:
-    """Poisson sampling runs on the CPU: a CPU generator seeded from the model's generator."""
-    seed = int(
-        torch.randint(2**62, (1,), generator=device_generator, device=device_generator.device)
-    )
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
-    return g

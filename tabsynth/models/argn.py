@@ -343,7 +343,7 @@ class ARGN(BaseSynthesizer):
         The fitted reversible encoding the sub-columns are read from.
     history_ : pandas.DataFrame
         One row per evaluation: ``loss`` (train), ``val_loss`` (held-out, ``epochs=None``),
-        ``lr`` and ``seconds``; under DP only the epoch and seconds.
+        ``lr`` and ``seconds``; under DP only the epoch (durations reveal the private n).
     epochs_trained_ : int
         Passes over the training rows actually run.
     steps_trained_ : int
@@ -575,7 +575,12 @@ class ARGN(BaseSynthesizer):
         from tqdm.auto import tqdm
 
         self._bar = tqdm(
-            total=total, desc=type(self).__name__, unit="epoch", disable=not self.verbose
+            total=total,
+            desc=type(self).__name__,
+            unit="epoch",
+            disable=not self.verbose,
+            # under DP no elapsed time or rate: they scale with the private row count
+            bar_format=None if self.epsilon is None else "{l_bar}{bar}| {n_fmt}/{total_fmt}",
         )
         self._epoch_t0 = time.perf_counter()
 
@@ -594,16 +599,14 @@ class ARGN(BaseSynthesizer):
         second pass back-propagates the loss weighted by the clip factors, which writes the
         clipped SUM of per-example gradients into ``p.grad``.
         """
-        from tabsynth.models._private import _cpu_generator
-
         gen, dev, net = self._train_generator, self.device_, self.net_
         clip = float(self.max_grad_norm)
         X = torch.as_tensor(private.X, device=dev)
-        loader = private.loader(X, _cpu_generator(gen))
+        loader = private.loader(X)  # Poisson masks and noise: secret generators (_private)
         base = _nn.adam(
             net.parameters(), float(self.learning_rate), float(self.weight_decay), private=True
         )
-        opt = private.optimizer(net, base, gen, clip, clipping="ghost")
+        opt = private.optimizer(net, base, clip, clipping="ghost")
         batches = loader.batches(private.steps)
         n_epochs = int(private.steps // max(private.steps_per_epoch, 1))
         self._start_bar(n_epochs)

@@ -21,7 +21,7 @@ Subclass contract (all a model must write)
     ``self._train_generator`` (torch, on the device) / ``self._train_rng`` (numpy) for every
     random draw, ``self.batch_size_`` as the batch size, ``for epoch in self._epochs():`` for
     the epoch loop (progress bar) and ``self._log_epoch(loss_a=..., loss_b=...)`` once per epoch
-    (it records ``seconds`` itself and shows the losses in the progress bar).
+    (it records ``seconds`` itself, except under DP, and shows the losses in the progress bar).
 ``_generate(self, n: int, cond: dict | None, generator: torch.Generator) -> Tensor``
     ``n`` rows in transformer space, *activated* (tanh / one-hot-like probabilities; the
     transformer decodes a one-hot group by argmax). Runs under ``eval()`` + ``no_grad()`` (the
@@ -195,18 +195,34 @@ class BaseSynthesizer:
         callbacks = check_callbacks(callbacks)
         self._validate_common_params()
         self._check_params()
-        check_frame(df)
-        if metadata is None:
-            metadata = Metadata.infer(df)
-        elif not isinstance(metadata, Metadata):
-            raise DataError(f"metadata must be a tabsynth Metadata, got {type(metadata).__name__}")
-        metadata.validate(df)
         self._check_privacy()
+        if self.epsilon is None:
+            check_frame(df)
+            if metadata is None:
+                metadata = Metadata.infer(df)
+            elif not isinstance(metadata, Metadata):
+                raise DataError(
+                    f"metadata must be a tabsynth Metadata, got {type(metadata).__name__}"
+                )
+            metadata.validate(df)
+        else:  # DP: only the public schema and column names, no row (see _private.py)
+            from tabsynth.models._private import check_private_input
+
+            check_private_input(df, metadata)
 
         self.device_ = _nn.resolve_device(self.device)
         logger.info("%s: training on device %s", type(self).__name__, self.device_)
         seeds = _int_seeds(_seed_from(self.random_state), 4)
-        self._seeds_ = seeds
+        if self.epsilon is not None:
+            # the training stream (per-example draws in the loss) comes from OS entropy under
+            # DP and is not kept; random_state fixes only the data-independent weight init,
+            # the transformer's public decoding stream and sampling (docs/privacy.md)
+            from tabsynth.models import _private as _p
+
+            seeds[2] = _p.secret_seed("training")
+            self._seeds_ = [seeds[0], seeds[1], None, seeds[3]]
+        else:
+            self._seeds_ = seeds
         private = None
 
         t0 = time.perf_counter()
@@ -280,8 +296,14 @@ class BaseSynthesizer:
             module.eval()
 
         self.history_ = pd.DataFrame(self._history_rows)
-        self.timings_ = {"preprocess_s": preprocess_s, "train_s": train_s}
         del self._history_rows
+        if private is None:
+            self.timings_ = {"preprocess_s": preprocess_s, "train_s": train_s}
+        else:
+            # durations scale with the private row count and the Poisson batch sizes: not
+            # kept under DP; nor is the secret training generator
+            self.timings_ = {}
+            del self._train_generator, self._train_rng
         return self
 
     def _validate_common_params(self) -> None:
@@ -390,6 +412,8 @@ class BaseSynthesizer:
             unit="epoch",
             disable=not self.verbose,
             leave=True,
+            # under DP no elapsed time or rate: they scale with the private row count
+            bar_format=None if self.epsilon is None else "{l_bar}{bar}| {n_fmt}/{total_fmt}",
         )
         self._epoch_t0 = time.perf_counter()
         try:
@@ -401,7 +425,8 @@ class BaseSynthesizer:
         now = time.perf_counter()
         row = {"epoch": len(self._history_rows)}
         row.update({k: float(v) for k, v in losses.items()})
-        row["seconds"] = now - self._epoch_t0
+        if self.epsilon is None:  # under DP an epoch's duration reveals the private n
+            row["seconds"] = now - self._epoch_t0
         self._epoch_t0 = now
         self._history_rows.append(row)
         self._tracker.epoch_end(self, row)

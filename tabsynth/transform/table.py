@@ -183,8 +183,14 @@ class TableTransformer:
                 + ". Group rare categories, declare id columns, or raise memory_budget"
             )
 
-    def transform(self, df: pd.DataFrame, dtype: Any = np.float32) -> np.ndarray:
-        """Encode ``df`` into a ``(n, output_dim_)`` matrix (float32 unless ``dtype`` says)."""
+    def transform(
+        self, df: pd.DataFrame, dtype: Any = np.float32, random_state: int | None = None
+    ) -> np.ndarray:
+        """Encode ``df`` into a ``(n, output_dim_)`` matrix (float32 unless ``dtype`` says).
+
+        ``random_state`` overrides the fitted entropy for the encoding draws (mixture modes);
+        the DP path passes a secret seed so the draws for private rows cannot be replayed.
+        """
         self._check_fitted()
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -200,7 +206,12 @@ class TableTransformer:
         for i, (name, enc) in enumerate(self.encoders_.items()):
             width = enc.width
             if width:
-                enc.transform(df[name], out[:, col : col + width], self._rng(i, 1))
+                rng = (
+                    self._rng(i, 1)
+                    if random_state is None
+                    else np.random.default_rng([int(random_state), i, 1])
+                )
+                enc.transform(df[name], out[:, col : col + width], rng)
             col += width
         return out
 
