@@ -302,3 +302,13 @@ def test_augment_with_argn_meets_every_condition(table):
     assert model.last_sample_stats_["generated"] == 40
     syn = out[out["is_synthetic"]]
     assert len(syn) == 40 and set(syn["y"]) == {"pos"}
+
+
+def test_cli_fit_accepts_argn(table, tmp_path):
+    src, out = tmp_path / "t.csv", tmp_path / "m.tsyn"
+    table.to_csv(src, index=False)
+    rc = main(
+        ["fit", str(src), "--model", "argn", "--epochs", "1", "--seed", "0", "-q", "-o", str(out)]
+    )
+    assert rc == 0
+    assert type(tabsynth.load(out)).__name__ == "ARGN"

@@ -23,11 +23,15 @@ __all__ = [
     "atomic_write_bytes",
     "check_input_file",
     "check_output_path",
+    "MODEL_NAMES",
     "parse_condition",
     "renumber_ids",
     "resolve_conditions",
     "table_format",
 ]
+
+#: the model families the commands accept, by their lower-case class names
+MODEL_NAMES = ("argn", "ctgan", "tvae")
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}

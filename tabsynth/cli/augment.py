@@ -31,7 +31,7 @@ def _counts(pairs: list[str], column: str, values: list) -> dict:
 def cmd_augment(args: argparse.Namespace) -> int:
     """Fit (or load) a model and add conditional synthetic rows of the chosen classes."""
     import tabsynth
-    from tabsynth.cli.commands import _metadata, _read, _say, _set_threads
+    from tabsynth.cli.commands import _metadata, _model_class, _read, _say, _set_threads
     from tabsynth.datasets import write_table
     from tabsynth.models.base import format_privacy_report
 
@@ -49,7 +49,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
         params = {"random_state": args.seed, "verbose": not args.quiet}
         if args.epochs is not None:
             params["epochs"] = args.epochs
-        model = {"ctgan": tabsynth.CTGAN, "tvae": tabsynth.TVAE}[args.model](**params)
+        model = _model_class(args.model)(**params)
         meta = _metadata(args.metadata, df)
     strategy = (
         "balance"

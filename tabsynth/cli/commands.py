@@ -23,8 +23,6 @@ from tabsynth.cli._io import (
 )
 from tabsynth.errors import DataError
 
-MODELS = ("ctgan", "tvae")
-
 
 def _say(args: argparse.Namespace, text: str = "") -> None:
     if not getattr(args, "quiet", False):
@@ -140,7 +138,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _model_class(name: str) -> Any:
     import tabsynth
 
-    return {"ctgan": tabsynth.CTGAN, "tvae": tabsynth.TVAE}[name]
+    return getattr(tabsynth, name.upper())
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

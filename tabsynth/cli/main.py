@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from tabsynth.cli._io import parse_condition
+from tabsynth.cli._io import MODEL_NAMES, parse_condition
 from tabsynth.errors import TabsynthError
 
 
@@ -164,7 +164,7 @@ def _add_fit(sub: Any) -> None:
         "fit",
         parents=[_DEVICE, _THREADS],
         help="train a synthesizer on a table and save it",
-        description="Train CTGAN or TVAE on a table; prints progress and phase timings, and "
+        description="Train ARGN, CTGAN or TVAE on a table; prints progress and phase timings, and "
         "for differential privacy (--epsilon) the privacy ledger.",
         epilog="examples:\n"
         "  tabsynth fit patients.csv --model ctgan --epochs 300 -o patients.tsyn\n"
@@ -174,7 +174,7 @@ def _add_fit(sub: Any) -> None:
     )
     p.add_argument("data", help="training table (.csv, .csv.gz, .parquet, .pq)")
     p.add_argument("--sep", type=_separator, help=_SEP_HELP)
-    p.add_argument("--model", choices=("ctgan", "tvae"), default="ctgan", help="default: ctgan")
+    p.add_argument("--model", choices=MODEL_NAMES, default="ctgan", help="default: ctgan")
     p.add_argument("--metadata", metavar="META.json", help="metadata from `tabsynth inspect`")
     p.add_argument(
         "--rare-threshold", type=_rare_threshold, default="auto", metavar="T", help=_RARE_HELP
@@ -268,7 +268,7 @@ def _add_augment(sub: Any) -> None:
     p.add_argument(
         "--from-model", metavar="MODEL.tsyn", help="use a saved model instead of fitting one"
     )
-    p.add_argument("--model", choices=("ctgan", "tvae"), default="ctgan", help="default: ctgan")
+    p.add_argument("--model", choices=MODEL_NAMES, default="argn", help="default: argn")
     p.add_argument("--metadata", metavar="META.json", help="metadata from `tabsynth inspect`")
     p.add_argument("--epochs", type=_positive_int, help="training epochs (model default)")
     p.add_argument("--indicator", default="is_synthetic", help="name of the marker column")
@@ -416,7 +416,7 @@ def _add_demo(sub: Any) -> None:
     )
     p.add_argument("--table", choices=["patients", "loans"], default="patients")
     p.add_argument("--rows", type=_positive_int, default=3000, help="table rows (default 3000)")
-    p.add_argument("--model", choices=("ctgan", "tvae"), default=DEMO_MODEL)
+    p.add_argument("--model", choices=MODEL_NAMES, default=DEMO_MODEL)
     p.add_argument(
         "--epochs", type=_positive_int, default=DEMO_EPOCHS, help=f"default {DEMO_EPOCHS}"
     )
