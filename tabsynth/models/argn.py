@@ -290,7 +290,7 @@ class ARGN(BaseSynthesizer):
         Size of each sub-column's embedding.
     hidden : int, default=64
         Width of each sub-column's hidden layer.
-    dropout : float, default=0.25
+    dropout : float, default=0.1
         Dropout of the embeddings during (non-DP) training.
     value_bins : int, default=32
         Bins of a numeric column's position inside its mode (a uniform draw inside the bin).
@@ -378,7 +378,7 @@ class ARGN(BaseSynthesizer):
         self,
         embedding_dim: int = 8,
         hidden: int = 64,
-        dropout: float = 0.25,
+        dropout: float = 0.1,
         value_bins: int = 32,
         learning_rate: float = 2e-3,
         weight_decay: float = 0.0,
