@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from tabsynth.datasets import make_patients
-from tabsynth.errors import SamplingError
+from tabsynth.errors import DataError, NotFittedError, SamplingError
 from tabsynth.models import CTGAN, BaseSynthesizer
+from tabsynth.models import base as models_base
 
 try:
     from tabsynth.models import TVAE
@@ -180,6 +181,35 @@ def test_impossible_condition_raises_with_counts(fitted: BaseSynthesizer) -> Non
 def test_bad_sample_requests(fitted: BaseSynthesizer, kwargs: dict, message: str) -> None:
     with pytest.raises(SamplingError, match=message):
         fitted.sample(**kwargs)
+
+
+def test_huge_sample_is_refused_before_allocating(
+    fitted: BaseSynthesizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SamplingError, match=r"sample\(1000000000000\).*TiB.*tabsynth sample"):
+        fitted.sample(10**12)
+    # the bound is half the machine's memory: on a 1 MiB machine 10,000 rows are too many
+    monkeypatch.setattr(models_base, "_physical_memory", lambda: 2**20)
+    with pytest.raises(SamplingError, match="in chunks"):
+        fitted.sample(10_000)
+    assert len(fitted.sample(100)) == 100
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu", 3, "CPU", "cuda:-1"])
+def test_bad_device_is_refused_at_fit(cls: type, device, patients: pd.DataFrame) -> None:
+    model = cls(device=device, epochs=1, verbose=False)
+    assert model.device == device  # stored untouched, validated at fit
+    with pytest.raises(DataError, match=r"device must be 'auto', 'cpu', 'cuda', 'cuda:N'"):
+        model.fit(patients.head(50))
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_unfitted_model_says_what_to_call(cls: type, tmp_path) -> None:
+    with pytest.raises(NotFittedError, match=r"call fit\(df\) before sample\(\)"):
+        cls().sample(5)
+    with pytest.raises(NotFittedError, match=r"call fit\(df\) before save\(\)"):
+        cls().save(tmp_path / "m.tsyn")
 
 
 def test_range_condition_on_dates_stored_as_text() -> None:

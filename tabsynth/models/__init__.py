@@ -2,9 +2,8 @@
 
 from tabsynth.models.argn import ARGN
 from tabsynth.models.augment import augment
-from tabsynth.models.base import BaseSynthesizer
+from tabsynth.models.base import BaseSynthesizer, load
 from tabsynth.models.ctgan import CTGAN
-from tabsynth.models.persistence import load
 from tabsynth.models.tvae import TVAE
 
 __all__ = ["ARGN", "CTGAN", "TVAE", "BaseSynthesizer", "augment", "load"]

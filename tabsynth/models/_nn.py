@@ -19,11 +19,37 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.adam import adam as functional_adam  # importing it does not load torch._dynamo
 
+from tabsynth.errors import DataError
+
 logger = logging.getLogger("tabsynth.models")
 
 
+_DEVICES = "'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index) or 'mps' (or a torch.device)"
+
+
+def check_device(device: Any) -> None:
+    """Refuse a ``device`` hyper-parameter torch would not understand, listing what works."""
+    if device is None or isinstance(device, torch.device):
+        return
+    ok = isinstance(device, str) and (
+        device in ("auto", "cpu", "cuda", "mps")
+        or (device.startswith("cuda:") and device[5:].isdigit() and device[5:].isascii())
+    )
+    if not ok:
+        raise DataError(f"device must be {_DEVICES}; got {device!r}"[:300])
+    if device.startswith("cuda:") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if int(device[5:]) >= count:
+            raise DataError(
+                f"device={device!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None picks CUDA when available; a CUDA request without CUDA falls back to CPU."""
+    """``"auto"``/None picks CUDA when available; a CUDA (or MPS) request without it falls back
+    to the CPU with a warning, so a model trained on a GPU loads and samples anywhere."""
+    check_device(device)
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -31,6 +57,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         warnings.warn(
             f"device={str(device)!r} was requested but CUDA is not available "
             "(CPU-only torch build or no GPU); using the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return torch.device("cpu")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        warnings.warn(
+            f"device={str(device)!r} was requested but MPS is not available; using the CPU",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -54,6 +89,9 @@ def seeded_module(
     ``fork_rng`` (global state restored afterwards) and overwrite every Linear/norm parameter with
     draws from our own generator, so the weights depend only on the model's ``random_state``.
     """
+    if torch.device(device).type == "meta":  # shapes only: nothing allocated, nothing drawn
+        with torch.device("meta"):
+            return factory()
     with torch.random.fork_rng(devices=[]):
         module = factory()
     reset_parameters(module, generator)

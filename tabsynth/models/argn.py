@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from tabsynth.errors import DataError, SamplingError
 from tabsynth.models import _nn
-from tabsynth.models.base import BaseSynthesizer
+from tabsynth.models.base import BaseSynthesizer, fitted_int
 
 _NEG = -1e9  # logit of an impossible code (finite: keeps softmax gradients finite)
 
@@ -372,7 +372,10 @@ class ARGN(BaseSynthesizer):
 
     _auto_epochs: ClassVar[bool] = True
     _forward_chunk: ClassVar[int] = 8192
-    _json_attrs: ClassVar[tuple[str, ...]] = ("epochs_trained_", "steps_trained_")
+    _fitted_attrs: ClassVar[dict[str, Any]] = {
+        "epochs_trained_": fitted_int(0),
+        "steps_trained_": fitted_int(0),
+    }
 
     def __init__(
         self,

@@ -33,19 +33,32 @@ Subclass contract (all a model must write)
     ``eval()`` for sampling.
 
 Optional: ``_extra_state`` / ``_set_extra_state`` (fitted numpy arrays to save, e.g. category
-frequencies), ``_json_attrs`` (names of fitted JSON-able attributes to save),
+frequencies; ``_set_extra_state`` must check shapes and values and raise ``ValueError``),
+``_fitted_attrs`` (fitted JSON-able attributes to save: ``{name: validator}``, e.g.
+``{"steps_trained_": fitted_int(0)}``; merged with the base class's),
 ``_batch_multiple`` (batch sizes are rounded to a multiple of it, e.g. CTGAN's ``pac``) and
-``_check_params`` (extra hyper-parameter validation at fit).
+``_check_params`` (extra hyper-parameter validation at fit, also run on a loaded file).
+
+Saving and loading (``save`` / ``load`` below) live here; ``persistence.py`` only turns a
+header and arrays into a file and back. ``load`` restores nothing but a whitelist: the
+hyper-parameters (validated as ``fit`` validates them), metadata and transformer (through their
+own ``from_dict``), the declared ``_fitted_attrs`` (each through its validator), history and
+timings, the networks' weights and the extra arrays. Networks are first built on the ``meta``
+device (no memory), so a header whose sizes do not match the saved tensors is refused before
+anything is allocated.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,8 +66,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tabsynth.errors import DataError, NotFittedError, PrivacyError
+from tabsynth import __version__
+from tabsynth.errors import (
+    DataError,
+    ModelFileError,
+    NotFittedError,
+    PrivacyError,
+    SamplingError,
+    TabsynthError,
+)
 from tabsynth.models import _nn
+from tabsynth.models.persistence import check_path, read_model_file, write_model_file
 
 logger = logging.getLogger("tabsynth.models")
 
@@ -88,6 +110,81 @@ def _seed_from(random_state: Any) -> np.random.SeedSequence:
     return np.random.SeedSequence(int(random_state))
 
 
+# -- validators of saved fitted attributes (``_fitted_attrs``) ---------------------------------
+#: a validator takes the JSON value read from a file and returns it (or raises ValueError)
+Validator = Callable[[Any], Any]
+
+
+def fitted_int(lo: int = 0, hi: int = 2**63 - 1) -> Validator:
+    """An int in ``[lo, hi]``."""
+
+    def check(value: Any) -> int:
+        if type(value) is not int or not lo <= value <= hi:
+            raise ValueError(f"expected an int in [{lo}, {hi}], got {value!r}"[:200])
+        return value
+
+    return check
+
+
+def fitted_number(lo: float = -math.inf, hi: float = math.inf) -> Validator:
+    """A finite real number in ``[lo, hi]``."""
+
+    def check(value: Any) -> float:
+        if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
+            raise ValueError(f"expected a finite number in [{lo}, {hi}], got {value!r}"[:200])
+        return value
+
+    return check
+
+
+def fitted_optional(inner: Validator) -> Validator:
+    """``None`` or what ``inner`` accepts."""
+
+    def check(value: Any) -> Any:
+        return None if value is None else inner(value)
+
+    return check
+
+
+def _privacy_report(value: Any) -> dict | None:
+    """The DP ledger's report: a dict whose figures are numbers (it is only displayed)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected None or a dict, got {type(value).__name__}")
+    for key in ("epsilon", "delta", "target_epsilon", "rdp_epsilon"):
+        fitted_number(0.0)(value.get(key))
+    if not isinstance(value.get("mechanisms", []), list):
+        raise ValueError("'mechanisms' must be a list")
+    return value
+
+
+_HEADER_KEYS = frozenset(
+    {
+        "library_version",
+        "class",
+        "params",
+        "metadata",
+        "transformer",
+        "history",
+        "history_columns",
+        "timings",
+        "fitted",
+    }
+)
+#: exceptions that third-party ``from_dict``/``set_state`` code raises on a malformed header
+_HEADER_ERRORS = (
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    RuntimeError,
+    RecursionError,
+)
+
+
 def _int_seeds(seq: np.random.SeedSequence, n: int) -> list[int]:
     """``n`` independent 63-bit seeds (torch.manual_seed takes int64)."""
     return [int(s.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for s in seq.spawn(n)]
@@ -96,8 +193,14 @@ def _int_seeds(seq: np.random.SeedSequence, n: int) -> list[int]:
 class BaseSynthesizer:
     """Shared machinery of every tabsynth model (see the module docstring for the contract)."""
 
-    #: fitted attributes (JSON-able) that ``save`` stores and ``load`` restores
-    _json_attrs: ClassVar[tuple[str, ...]] = ()
+    #: fitted JSON-able attributes that ``save`` stores and ``load`` restores, each with the
+    #: validator a loaded value must pass; subclasses add theirs (merged along the MRO)
+    _fitted_attrs: ClassVar[Mapping[str, Validator]] = {
+        "n_rows_fit_": fitted_int(0),
+        "batch_size_": fitted_int(1),
+        "_sample_seed_": fitted_int(0),
+        "privacy_report_": _privacy_report,
+    }
     #: the model accepts ``epochs=None`` (it chooses its training length itself; ARGN)
     _auto_epochs: ClassVar[bool] = False
     #: rows decoded per chunk at sampling time (bounds memory for very large requests)
@@ -110,6 +213,11 @@ class BaseSynthesizer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "_json_attrs" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__}._json_attrs is gone: declare saved fitted attributes as "
+                "_fitted_attrs = {name: validator} (see tabsynth.models.base.fitted_int)"
+            )
         if not cls.__name__.startswith("_"):
             MODEL_REGISTRY[cls.__name__] = cls
 
@@ -193,9 +301,7 @@ class BaseSynthesizer:
         from tabsynth.transform import TableTransformer
 
         callbacks = check_callbacks(callbacks)
-        self._validate_common_params()
-        self._check_params()
-        self._check_privacy()
+        self._validate_params()
         if self.epsilon is None:
             check_frame(df)
             if metadata is None:
@@ -306,7 +412,14 @@ class BaseSynthesizer:
             del self._train_generator, self._train_rng
         return self
 
+    def _validate_params(self) -> None:
+        """Every hyper-parameter check (``fit`` runs it, and so does ``load`` on a file)."""
+        self._validate_common_params()
+        self._check_params()
+        self._check_privacy()
+
     def _validate_common_params(self) -> None:
+        _nn.check_device(self.device)
         for name in ("batch_size", "epochs"):
             value = getattr(self, name)
             if name == "epochs" and value is None and self._auto_epochs:
@@ -434,10 +547,27 @@ class BaseSynthesizer:
             self._bar.set_postfix({k: f"{float(v):.3f}" for k, v in losses.items()}, refresh=False)
 
     # -- sampling ---------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
+    def _check_fitted(self, action: str = "sample()") -> None:
         if not hasattr(self, "transformer_"):
             raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet; call fit(df) before sample()"
+                f"this {type(self).__name__} is not fitted yet; call fit(df) before {action}"
+            )
+
+    def _check_sample_size(self, n_rows: int) -> None:
+        """Refuse a request whose result cannot fit in memory before allocating anything."""
+        per_row = sum(
+            8 if s.kind in ("continuous", "integer", "datetime", "boolean") else 64
+            for s in self.metadata_
+        )
+        need = n_rows * max(per_row, 1)
+        have = _physical_memory()
+        if need > have // 2:
+            raise SamplingError(
+                f"sample({n_rows}) would hold about {_bytes(need)} in one DataFrame "
+                f"({len(self.metadata_.names)} columns), more than half of this machine's "
+                f"{_bytes(have)} of memory. Stream large samples to disk instead: "
+                "`tabsynth sample MODEL -n N -o out.parquet` writes chunk by chunk, or call "
+                "sample() in chunks of, e.g., 1_000_000 rows and append each to a file"
             )
 
     def _sampling_generator(self, random_state: Any) -> torch.Generator:
@@ -466,6 +596,13 @@ class BaseSynthesizer:
         from tabsynth.models.conditions import sample_with_conditions
 
         self._check_fitted()
+        if (
+            isinstance(n_rows, (int, np.integer))
+            and not isinstance(n_rows, (bool, np.bool_))
+            and not isinstance(conditions, pd.DataFrame)
+            and n_rows > 0
+        ):
+            self._check_sample_size(int(n_rows))
         generator = self._sampling_generator(random_state)
         self._id_offset = 0
         self.last_sample_stats_: dict[str, Any] | None = None
@@ -516,12 +653,232 @@ class BaseSynthesizer:
         return plot_history(self.history_, title=f"{type(self).__name__} training curves")
 
     # -- persistence ----------------------------------------------------------------------
-    def save(self, path: Any) -> None:
-        """Write the fitted model to one file (JSON + raw tensors, no pickle); see ``load``."""
-        from tabsynth.models.persistence import save_model
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to one file (JSON + raw tensors, no pickle); see ``load``.
 
-        self._check_fitted()
-        save_model(self, path)
+        Missing parent folders are created; any failure raises ``ModelFileError`` naming
+        ``path``.
+        """
+        self._check_fitted("save()")
+        check_path(path, "save()")
+        fitted = {name: _jsonable(getattr(self, name, None)) for name in self._fitted_spec()}
+        header = {
+            "library_version": __version__,
+            "class": type(self).__name__,
+            "params": _jsonable(self.get_params()),
+            "metadata": self.metadata_.to_dict(),
+            "transformer": self.transformer_.to_dict(),
+            "history": json.loads(self.history_.to_json(orient="records")),
+            "history_columns": [str(c) for c in self.history_.columns],
+            "timings": _jsonable(self.timings_),
+            "fitted": fitted,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        for mod_name, module in self._modules().items():
+            for key, tensor in module.state_dict().items():
+                t = tensor.detach().to("cpu")
+                if t.dtype == torch.bfloat16:
+                    t = t.float()
+                arrays[f"modules/{mod_name}/{key}"] = t.numpy()
+        for key, arr in self._extra_state().items():
+            arrays[f"extra/{key}"] = np.asarray(arr)
+        write_model_file(path, header, arrays)
+
+    @classmethod
+    def _fitted_spec(cls) -> dict[str, Validator]:
+        """``_fitted_attrs`` of the class and all its bases (subclass entries win)."""
+        spec: dict[str, Validator] = {}
+        for klass in reversed(cls.__mro__):
+            spec.update(klass.__dict__.get("_fitted_attrs", {}))
+        return spec
+
+    @classmethod
+    def _from_file(
+        cls, path: Path, header: dict[str, Any], arrays: dict[str, np.ndarray], device: Any
+    ) -> BaseSynthesizer:
+        """A model from a decoded file, restoring only the whitelist (see the module doc)."""
+        from tabsynth.metadata import Metadata
+        from tabsynth.transform import TableTransformer
+
+        def refuse(message: str) -> ModelFileError:
+            return ModelFileError(f"{path}: {message}"[:2000])
+
+        extra_keys = sorted(set(header) - _HEADER_KEYS)
+        if extra_keys:
+            raise refuse(f"unexpected header entries {extra_keys[:5]}")
+        params = header.get("params")
+        if not isinstance(params, dict):
+            raise refuse("the hyper-parameters are missing")
+        unknown = sorted(set(params) - set(cls._param_names()))
+        if unknown:
+            raise refuse(f"{cls.__name__} has no hyper-parameter(s) {unknown[:5]}")
+        defaults = {p: v.default for p, v in inspect.signature(cls.__init__).parameters.items()}
+        params = dict(params)
+        for key, value in params.items():  # JSON lists back to tuples where the default is one
+            if isinstance(value, list) and isinstance(defaults.get(key), tuple):
+                params[key] = tuple(value)
+        if device is not None:
+            params["device"] = device
+        model = cls(**params)
+        try:
+            model._validate_params()
+        except TabsynthError as exc:
+            if device is not None and "device" in str(exc):
+                raise
+            raise refuse(f"bad hyper-parameter: {exc}") from exc
+
+        fitted = header.get("fitted")
+        spec = cls._fitted_spec()
+        if not isinstance(fitted, dict) or set(fitted) != set(spec):
+            got = sorted(fitted) if isinstance(fitted, dict) else fitted
+            raise refuse(f"the fitted attributes {str(got)[:200]} are not {sorted(spec)}")
+        try:
+            for name, check in spec.items():
+                setattr(model, name, check(fitted[name]))
+        except ValueError as exc:
+            raise refuse(f"fitted attribute {name!r}: {exc}") from exc
+        if (model.privacy_report_ is None) != (model.epsilon is None):
+            raise refuse("the privacy report does not match epsilon")
+
+        try:
+            model.metadata_ = Metadata.from_dict(header["metadata"])
+            model.transformer_ = TableTransformer.from_dict(header["transformer"])
+            same = _canonical(model.metadata_.to_dict()) == _canonical(
+                model.transformer_.metadata_.to_dict()
+            )
+            if not same:
+                raise refuse("the metadata does not match the transformer's")
+            model.history_ = _history(header["history"], header["history_columns"])
+            timings = header["timings"]
+            if not isinstance(timings, dict):
+                raise TypeError("timings must be a dict")
+            model.timings_ = {str(k): fitted_number(0.0)(v) for k, v in timings.items()}
+        except ModelFileError:
+            raise
+        except _HEADER_ERRORS as exc:  # incl. MetadataError/DataError
+            raise refuse(f"the model header is inconsistent ({exc!r})"[:600]) from exc
+
+        bad = [k for k in arrays if not k.startswith(("modules/", "extra/"))]
+        if bad:
+            raise refuse(f"unexpected arrays {bad[:5]}")
+        model.device_ = _nn.resolve_device(model.device)
+        model._sample_generator = None
+        model._check_saved_shapes(path, arrays)  # before any real allocation
+        model._init_generator = _nn.make_generator(0, "cpu")  # weights are overwritten below
+        model._build()
+        for mod_name, module in model._modules().items():
+            prefix = f"modules/{mod_name}/"
+            state = {
+                k[len(prefix) :]: torch.from_numpy(v)
+                for k, v in arrays.items()
+                if k.startswith(prefix)
+            }
+            if not all(
+                bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()
+            ):
+                raise refuse(f"the saved weights of {mod_name!r} are not all finite")
+            try:
+                module.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise refuse(
+                    f"the saved weights of {mod_name!r} do not fit the model ({exc})"
+                ) from exc
+            module.to(model.device_)
+            module.eval()
+        extra = {k[len("extra/") :]: v for k, v in arrays.items() if k.startswith("extra/")}
+        try:
+            model._set_extra_state(extra)
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise refuse(f"saved model state is incomplete or invalid ({exc!r})") from exc
+        return model
+
+    def _check_saved_shapes(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        """Build the networks on the ``meta`` device (no memory) and compare every parameter's
+        shape with the saved tensor's, so hyper-parameters can never allocate more than the
+        file holds."""
+        self._init_generator = _nn.make_generator(0, "cpu")
+        device = self.device_
+        self.device_ = torch.device("meta")
+        try:
+            self._build()
+            expected = {  # a scalar (BatchNorm's counter) was saved as shape (1,) by format 1
+                f"modules/{m}/{k}": tuple(t.shape) or (1,)
+                for m, module in self._modules().items()
+                for k, t in module.state_dict().items()
+            }
+        except (RuntimeError, ValueError, TypeError, OverflowError, IndexError) as exc:
+            raise ModelFileError(f"{path}: the networks cannot be built ({exc!r})"[:600]) from exc
+        finally:
+            self.device_ = device
+        saved = {k: v.shape or (1,) for k, v in arrays.items() if k.startswith("modules/")}
+        if saved != expected:
+            diff = sorted(set(saved.items()) ^ set(expected.items()))[:3]
+            raise ModelFileError(
+                f"{path}: the saved weights do not fit the model's declared sizes "
+                f"(first differences, name and shape: {diff})"[:600]
+            )
+
+
+def load(path: str | os.PathLike, device: str | None = None) -> BaseSynthesizer:
+    """Load a model written by ``model.save(path)``; ``device`` overrides the saved one.
+
+    Raises ``ModelFileError`` for a file that is not a tabsynth model, comes from an
+    unsupported format version, or whose content was modified. No code from the file is run,
+    and only declared attributes are restored, each checked (see ``BaseSynthesizer``).
+    A model trained on CUDA loads on a CPU-only machine (with a warning).
+    """
+    header, arrays = read_model_file(path)
+    path = check_path(path, "load()")
+    name = header.get("class")
+    cls = MODEL_REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ModelFileError(f"{path}: unknown model class {str(name)[:100]!r}")
+    return cls._from_file(path, header, arrays, device)
+
+
+def _jsonable(value: Any) -> Any:
+    """Hyper-parameters/fitted scalars as JSON (tuples become lists; numpy scalars unwrap)."""
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, allow_nan=True)
+
+
+def _history(rows: Any, columns: Any) -> pd.DataFrame:
+    """The per-epoch history from JSON: records of numbers under string column names."""
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise TypeError("history_columns must be a list of strings")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError("history must be a list of records")
+    for row in rows:
+        if not set(row) <= set(columns) or not all(
+            v is None or type(v) in (int, float) for v in row.values()
+        ):
+            raise TypeError("history records must hold numbers under history_columns")
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _physical_memory() -> int:
+    """Bytes of RAM (16 GiB where the platform does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 16 * 2**30
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
 
 
 def format_privacy_report(report: dict) -> str:
@@ -547,4 +904,11 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
-__all__ = ["MODEL_REGISTRY", "BaseSynthesizer"]
+__all__ = [
+    "MODEL_REGISTRY",
+    "BaseSynthesizer",
+    "fitted_int",
+    "fitted_number",
+    "fitted_optional",
+    "load",
+]

@@ -519,7 +519,12 @@ class CTGAN(BaseSynthesizer):
         return {"category_counts": self._sampler.counts.detach().cpu().numpy()}
 
     def _set_extra_state(self, state: dict[str, np.ndarray]) -> None:
-        self._sampler.set_counts(torch.as_tensor(state["category_counts"]))
+        counts = np.asarray(state["category_counts"], dtype=np.float64)
+        if set(state) != {"category_counts"} or counts.shape != (self._sampler.cond_dim,):
+            raise ValueError(f"expected category_counts of shape ({self._sampler.cond_dim},)")
+        if not (np.isfinite(counts).all() and (counts >= 0).all()):
+            raise ValueError("category_counts must be finite and non-negative")
+        self._sampler.set_counts(torch.as_tensor(counts))
 
     # -- training -------------------------------------------------------------------------------
     def _train(self, X: torch.Tensor) -> None:

@@ -1,24 +1,33 @@
-"""One-file model format without pickle.
+"""One-file model format without pickle: a pure codec, header + arrays <-> file.
 
-A saved model is a zip archive with exactly two members:
+This module never sees a model. ``BaseSynthesizer.save`` hands it a JSON-able header and a
+dict of numpy arrays; ``tabsynth.load`` (``models/base.py``) gets them back and decides, with
+a per-class whitelist, what may be restored.
 
-* ``model.json``: format name/version, library version, class name, hyper-parameters,
-  ``metadata.to_dict()``, ``transformer.to_dict()``, history, timings, fitted scalars, the
-  tensor table (name → dtype, shape, offset, nbytes) and the sha256 of the tensor payload;
-* ``tensors.bin``: the raw little-endian bytes of every tensor, back to back.
+A file is a zip archive with exactly two members:
 
-Loading parses JSON and reads tensors with ``np.frombuffer``: no code from the file is ever
-executed (``torch.load``/pickle are never called), so a tampered or malicious file can only
-fail with ``ModelFileError``. Tensors are materialised on the CPU and moved to the requested
-device, so a CUDA-trained model loads on a CPU-only machine.
+* ``model.json``: ``format``, ``format_version``, the caller's header (class, library version,
+  hyper-parameters, metadata, transformer, fitted scalars, ...), the tensor table
+  (name -> dtype, shape, offset, nbytes) and ``sha256``;
+* ``tensors.bin``: the raw little-endian bytes of every array, back to back, stored
+  uncompressed.
+
+``sha256`` (format 2) is the digest of the canonical JSON of the header without it, a NUL byte,
+and the tensor payload: editing either part makes the file fail to load. Format 1 files
+(tabsynth 0.1.0) carried ``tensors_sha256`` over the payload only; they still load.
+
+Reading parses JSON and reads arrays with ``np.frombuffer``: no code from the file is ever
+executed (``torch.load``/pickle are never called), every size is checked against the bytes
+actually present before anything is allocated, and a foreign, corrupted or modified file can
+only fail with ``ModelFileError``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -26,15 +35,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import torch
 
+from tabsynth import __version__
 from tabsynth.errors import ModelFileError
 
 FORMAT_NAME = "tabsynth-model"
-FORMAT_VERSION = 1
+#: the version this tabsynth writes
+FORMAT_VERSION = 2
+#: the versions this tabsynth reads
+READS_VERSIONS = (1, 2)
 _JSON = "model.json"
 _TENSORS = "tensors.bin"
+#: the header may not decompress to more than this (bounds a zip bomb)
+MAX_HEADER_BYTES = 256 * 2**20
+#: keys the codec owns in the header (the caller may not set them)
+_RESERVED = ("format", "format_version", "tensors", "sha256", "tensors_sha256")
 _DTYPES = {
     "float16": np.float16,
     "float32": np.float32,
@@ -46,47 +61,53 @@ _DTYPES = {
     "uint8": np.uint8,
     "bool": np.bool_,
 }
-#: fitted attributes every model has (beyond the subclass's ``_json_attrs``)
-_COMMON_FITTED = ("n_rows_fit_", "batch_size_", "_sample_seed_")
 
 
-def _jsonable(value: Any) -> Any:
-    """Hyper-parameters/fitted scalars as JSON (tuples become lists; numpy scalars unwrap)."""
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
+def check_path(path: Any, what: str) -> Path:
+    """``path`` as a ``Path``, or ``ModelFileError`` naming what was passed instead."""
+    if isinstance(path, (str, os.PathLike)) and not isinstance(path, bytes):
+        text = os.fspath(path)
+        if isinstance(text, str) and text:
+            return Path(text)
+    raise ModelFileError(
+        f"{what} expects the path of a model file (str or pathlib.Path), got "
+        f"{type(path).__name__} {path!r}"[:300]
+    )
 
 
-def _tensor_items(model: Any) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    for mod_name, module in model._modules().items():
-        for key, tensor in module.state_dict().items():
-            t = tensor.detach().to("cpu")
-            if t.dtype == torch.bfloat16:
-                t = t.float()
-            arrays[f"modules/{mod_name}/{key}"] = t.numpy()
-    for key, arr in model._extra_state().items():
-        arrays[f"extra/{key}"] = np.asarray(arr)
-    return arrays
+def _canonical(header: dict[str, Any]) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=True).encode("ascii")
 
 
-def save_model(model: Any, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    import tabsynth
+def _digest(header: dict[str, Any], blob: bytes) -> str:
+    body = {k: v for k, v in header.items() if k != "sha256"}
+    return hashlib.sha256(_canonical(body) + b"\0" + blob).hexdigest()
 
-    path = Path(path)
-    arrays = _tensor_items(model)
+
+def _os_reason(exc: OSError) -> str:
+    """The reason of an OSError without its file names (they may name the temporary file)."""
+    return exc.strerror or type(exc).__name__
+
+
+def write_model_file(path: Any, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``header`` (JSON-able) and ``arrays`` to ``path`` atomically; return the path.
+
+    Missing parent folders are created. Any failure raises ``ModelFileError`` naming ``path``
+    (never the temporary file) and leaves no temporary file behind.
+    """
+    path = check_path(path, "save()")
+    clash = [k for k in _RESERVED if k in header]
+    if clash:  # pragma: no cover - a programming error in the caller
+        raise ValueError(f"header keys {clash} belong to the codec")
     table: dict[str, dict[str, Any]] = {}
     payload = io.BytesIO()
     for name, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make a scalar 1-d)
+            arr = arr.copy(order="C")
         dtype = arr.dtype.name
         if dtype not in _DTYPES:
-            raise ModelFileError(f"cannot save tensor {name!r} of dtype {dtype}")
+            raise ModelFileError(f"cannot save array {name!r} of dtype {dtype}")
         data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         table[name] = {
             "dtype": dtype,
@@ -96,90 +117,95 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
         }
         payload.write(data)
     blob = payload.getvalue()
-    fitted = {name: _jsonable(getattr(model, name)) for name in _COMMON_FITTED}
-    fitted.update({name: _jsonable(getattr(model, name)) for name in model._json_attrs})
-    fitted["privacy_report_"] = _jsonable(getattr(model, "privacy_report_", None))
-    header = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "library_version": tabsynth.__version__,
-        "class": type(model).__name__,
-        "params": _jsonable(model.get_params()),
-        "metadata": model.metadata_.to_dict(),
-        "transformer": model.transformer_.to_dict(),
-        "history": json.loads(model.history_.to_json(orient="records")),
-        "history_columns": [str(c) for c in model.history_.columns],
-        "timings": _jsonable(model.timings_),
-        "fitted": fitted,
-        "tensors": table,
-        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
-    }
-    text = json.dumps(header, allow_nan=True)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    full = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **header, "tensors": table}
     try:
+        full["sha256"] = _digest(full, blob)
+        text = json.dumps(full, allow_nan=True)
+    except (TypeError, ValueError) as exc:  # a value JSON cannot hold
+        raise ModelFileError(f"cannot save the model to {path}: {exc}") from exc
+
+    if path.is_dir():
+        raise ModelFileError(f"cannot save the model to {path}: it is a folder")
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelFileError(
+            f"cannot save the model to {path}: cannot create the folder {directory} "
+            f"({_os_reason(exc)})"
+        ) from exc
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w") as zf:
-                zf.writestr(_JSON, text, compress_type=zipfile.ZIP_DEFLATED)
+                zf.writestr(_JSON, text.encode("utf-8"), compress_type=zipfile.ZIP_DEFLATED)
                 zf.writestr(_TENSORS, blob, compress_type=zipfile.ZIP_STORED)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+    except OSError as exc:
+        raise ModelFileError(f"cannot save the model to {path}: {_os_reason(exc)}") from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+    return path
 
 
-def _read_archive(path: Path) -> tuple[dict[str, Any], bytes]:
+def _read_archive(path: Path) -> tuple[bytes, bytes]:
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a model file")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
         with zipfile.ZipFile(path) as zf:
-            names = sorted(zf.namelist())
-            if names != sorted([_JSON, _TENSORS]):
+            infos = {i.filename: i for i in zf.infolist()}
+            if sorted(infos) != sorted([_JSON, _TENSORS]):
                 raise ModelFileError(
-                    f"{path}: not a tabsynth model file (archive members {names[:5]})"
+                    f"{path}: not a tabsynth model file (archive members {sorted(infos)[:5]})"
                 )
+            if infos[_JSON].file_size > MAX_HEADER_BYTES:
+                raise ModelFileError(f"{path}: the model header is implausibly large")
+            if infos[_TENSORS].compress_type != zipfile.ZIP_STORED:
+                raise ModelFileError(f"{path}: the tensor payload must be stored uncompressed")
             raw_json = zf.read(_JSON)
             blob = zf.read(_TENSORS)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        if isinstance(exc, ModelFileError):
-            raise
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise ModelFileError(f"{path}: not a tabsynth model file ({exc})") from exc
-    try:
-        header = json.loads(raw_json.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: the model header is not valid JSON ({exc})") from exc
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{path}: not a tabsynth model file (foreign header)")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model format version {header.get('format_version')!r} is not supported "
-            f"by this tabsynth (reads version {FORMAT_VERSION})"
-        )
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != header.get("tensors_sha256"):
-        raise ModelFileError(
-            f"{path}: the tensor payload does not match its checksum; the file was modified "
-            "or corrupted"
-        )
-    return header, blob
+    return raw_json, blob
 
 
-def _read_tensors(path: Path, header: dict[str, Any], blob: bytes) -> dict[str, np.ndarray]:
-    table = header.get("tensors")
+def _check_version(path: Path, header: dict[str, Any]) -> int:
+    version = header.get("format_version")
+    if type(version) is int and version in READS_VERSIONS:
+        return version
+    written = header.get("library_version")
+    by = f"tabsynth {written}" if isinstance(written, str) else "an unknown tabsynth"
+    newer = type(version) is int and version > FORMAT_VERSION
+    advice = " (upgrade tabsynth to read it)" if newer else ""
+    raise ModelFileError(
+        f"{path}: written by {by} in model format version {version!r}{advice}; this tabsynth "
+        f"{__version__} needs format version " + " or ".join(str(v) for v in READS_VERSIONS)
+    )
+
+
+def _read_arrays(path: Path, table: Any, blob: bytes) -> dict[str, np.ndarray]:
     if not isinstance(table, dict):
         raise ModelFileError(f"{path}: the tensor table is missing")
     out: dict[str, np.ndarray] = {}
     for name, entry in table.items():
         try:
             dtype = np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
-            shape = tuple(int(d) for d in entry["shape"])
-            offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
+            shape = tuple(entry["shape"])
+            offset, nbytes = entry["offset"], entry["nbytes"]
+            if not all(type(v) is int for v in (*shape, offset, nbytes)):
+                raise TypeError("non-integer size")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: bad entry for tensor {name!r}") from exc
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # exact (Python ints): no overflow before the size check
         if (
             any(d < 0 for d in shape)
             or offset < 0
@@ -192,63 +218,32 @@ def _read_tensors(path: Path, header: dict[str, Any], blob: bytes) -> dict[str, 
     return out
 
 
-def load(path: str | os.PathLike, device: str | None = None) -> Any:
-    """Load a model written by ``model.save(path)``; ``device`` overrides the saved one.
+def read_model_file(path: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The caller's header and the arrays of a file written by ``write_model_file``.
 
-    Raises ``ModelFileError`` for a file that is not a tabsynth model, comes from an
-    unsupported format version, or whose content was modified.
+    Checks the container, the format version and the checksum; the header's content is the
+    caller's to validate. ``ModelFileError`` for anything else than a valid, unmodified file.
     """
-    from tabsynth.metadata import Metadata
-    from tabsynth.models import _nn
-    from tabsynth.models.base import MODEL_REGISTRY
-    from tabsynth.transform import TableTransformer
-
-    path = Path(path)
-    header, blob = _read_archive(path)
-    cls = MODEL_REGISTRY.get(header.get("class"))
-    if cls is None:
-        raise ModelFileError(f"{path}: unknown model class {header.get('class')!r}")
-    arrays = _read_tensors(path, header, blob)
+    path = check_path(path, "load()")
+    raw_json, blob = _read_archive(path)
     try:
-        params = dict(header["params"])
-        defaults = {p: v.default for p, v in inspect.signature(cls.__init__).parameters.items()}
-        for key, value in params.items():  # JSON lists back to tuples where the default is one
-            if isinstance(value, list) and isinstance(defaults.get(key), tuple):
-                params[key] = tuple(value)
-        if device is not None:
-            params["device"] = device
-        model = cls(**params)
-        model.metadata_ = Metadata.from_dict(header["metadata"])
-        model.transformer_ = TableTransformer.from_dict(header["transformer"])
-        for name, value in header["fitted"].items():
-            setattr(model, name, value)
-        model.history_ = pd.DataFrame(header["history"], columns=header.get("history_columns"))
-        model.timings_ = dict(header["timings"])
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:  # incl. MetadataError/DataError
-        raise ModelFileError(f"{path}: the model header is inconsistent ({exc!r})") from exc
+        header = json.loads(raw_json.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: the model header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path}: not a tabsynth model file (foreign header)")
+    version = _check_version(path, header)
+    if version == 1:
+        ok = header.get("tensors_sha256") == hashlib.sha256(blob).hexdigest()
+    else:
+        ok = header.get("sha256") == _digest(header, blob)
+    if not ok:
+        raise ModelFileError(
+            f"{path}: the model file does not match its checksum; the file was modified "
+            "or corrupted"
+        )
+    arrays = _read_arrays(path, header.get("tensors"), blob)
+    return {k: v for k, v in header.items() if k not in _RESERVED}, arrays
 
-    model.device_ = _nn.resolve_device(model.device)
-    model._init_generator = _nn.make_generator(0, "cpu")  # weights are overwritten below
-    model._sample_generator = None
-    model._build()
-    for mod_name, module in model._modules().items():
-        prefix = f"modules/{mod_name}/"
-        state = {
-            k[len(prefix) :]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)
-        }
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ModelFileError(
-                f"{path}: the saved weights of {mod_name!r} do not fit the model ({exc})"
-            ) from exc
-        module.to(model.device_)
-        module.eval()
-    extra = {k[len("extra/") :]: v for k, v in arrays.items() if k.startswith("extra/")}
-    try:
-        model._set_extra_state(extra)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: saved model state is incomplete ({exc!r})") from exc
-    return model
+
+__all__ = ["FORMAT_VERSION", "read_model_file", "write_model_file"]
