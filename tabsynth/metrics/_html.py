@@ -242,7 +242,7 @@ def _verdict(data: dict) -> list[str]:
 
 
 def _metric_tables(data: dict) -> list[str]:
-    from tabsynth.metrics.report import label
+    from tabsynth.metrics._labels import label
 
     parts = []
     for group in ("fidelity", "detection", "utility", "privacy"):
