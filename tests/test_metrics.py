@@ -524,3 +524,14 @@ def test_report_header_shows_the_dp_ledger(tmp_path):
     assert f"{ledger['epsilon']:.4g}" in header and f"{ledger['delta']:.4g}" in header
     for mech in ledger["mechanisms"]:
         assert str(mech["name"]) in header
+
+
+def test_privacy_histograms_count_the_tail_instead_of_clipping(full_report):
+    hists = full_report.to_dict()["plots"]["privacy"]
+    for hist in hists.values():
+        series = [k for k in hist if k not in ("edges", "beyond")]
+        assert set(hist["beyond"]) == set(series)
+        for name in series:
+            # every distance is in a bin or counted beyond the plotted range (none dropped)
+            assert sum(hist[name]) + hist["beyond"][name] == pytest.approx(1.0)
+        assert max(hist["beyond"].values()) > 0  # the range ends at the pooled 99th percentile

@@ -70,9 +70,9 @@ def _marginal(plot: dict) -> str:
         nulls = plot["missing"]
         if nulls["real"] or nulls["synthetic"]:
             title += f"\nmissing: real {nulls['real']:.1%}, synthetic {nulls['synthetic']:.1%}"
-        outside = plot.get("outside", {})
-        if outside.get("synthetic", 0.0) > 0.005:
-            title += f"\nbeyond the plotted range: synthetic {outside['synthetic']:.1%}"
+        out_r, out_s = (plot.get("outside", {}).get(k, 0.0) for k in ("real", "synthetic"))
+        if out_s > out_r + 0.005:  # more synthetic tail than real tail beyond the plotted range
+            title += f"\nbeyond the plotted range: real {out_r:.1%}, synthetic {out_s:.1%}"
         ax.set_ylabel("share of non-missing rows")
         if plot["kind"] == "datetime":
             fig.autofmt_xdate()
@@ -158,8 +158,12 @@ def _distances(hist: dict, title: str) -> str:
     edges = np.asarray(hist["edges"], dtype=float)
     colors = iter((SYNTHETIC, REAL, OTHER))
     for name, values in hist.items():
-        if name != "edges":
+        if name not in ("edges", "beyond"):
             ax.stairs(values, edges, label=name, color=next(colors), linewidth=1.5)
+    beyond = hist.get("beyond", {})
+    if any(v > 0 for v in beyond.values()):
+        shares = ", ".join(f"{k} {v:.1%}" for k, v in beyond.items())
+        title += f"\nbeyond {edges[-1]:.3g}: {shares}"
     ax.set_xlabel("distance to closest record")
     ax.set_ylabel("share of rows")
     ax.set_title(title, fontsize=9)

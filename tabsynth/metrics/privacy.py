@@ -124,14 +124,19 @@ def _nndr(d: np.ndarray) -> np.ndarray:
 
 
 def _histogram(samples: dict[str, np.ndarray], bins: int = 40) -> dict:
-    """Shared-bin densities for the report plots (range: 0 to the 99th percentile)."""
+    """Shared-bin densities for the report plots (range: 0 to the 99th percentile).
+
+    Distances beyond the range are counted in ``beyond`` (share per sample), not clipped into
+    the last bin, which would draw a spike that is in neither distribution.
+    """
     pooled = np.concatenate([v for v in samples.values() if v.size])
     hi = float(np.quantile(pooled, 0.99)) if pooled.size else 1.0
     edges = np.linspace(0.0, hi if hi > 0 else 1.0, bins + 1)
-    out = {"edges": edges.tolist()}
+    out: dict = {"edges": edges.tolist(), "beyond": {}}
     for name, v in samples.items():
-        counts = np.histogram(np.clip(v, 0.0, edges[-1]), bins=edges)[0]
+        counts = np.histogram(v, bins=edges)[0]
         out[name] = (counts / max(1, v.size)).tolist()
+        out["beyond"][name] = float(np.mean(v > edges[-1])) if v.size else 0.0
     return out
 
 
