@@ -264,3 +264,17 @@ def test_demo_ends_with_three_verdict_lines(tmp_path: Path, capsys: pytest.Captu
     assert "id='verdict'" in page and "<h2>Training curves</h2>" in page
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["model"]["name"] == "TVAE" and len(report["model"]["history"]["epoch"]) == 2
+
+
+def test_demo_defaults_come_from_one_settings_table() -> None:
+    from tabsynth.cli.main import DEMO_MODEL, DEMO_SETTINGS, build_parser
+
+    args = build_parser().parse_args(["demo"])
+    assert args.model == DEMO_MODEL and DEMO_MODEL in DEMO_SETTINGS
+    assert args.epochs is None and args.batch_size is None  # filled in per model by cmd_demo
+    from tabsynth.cli.commands import _model_class
+
+    for name, (epochs, batch) in DEMO_SETTINGS.items():  # every entry builds a valid model
+        assert build_parser().parse_args(["demo", "--model", name]).model == name
+        model = _model_class(name)(epochs=epochs, batch_size=batch)
+        assert model.get_params()["epochs"] == epochs

@@ -43,7 +43,9 @@ _PROBE = """<script>
 window.__errors = [];
 const _error = console.error;
 console.error = (...a) => { window.__errors.push(a.map(String).join(' ')); _error(...a); };
-window.addEventListener('error', e => window.__errors.push('uncaught: ' + e.message), true);
+window.addEventListener('error', e => window.__errors.push(
+  e.target && e.target !== window ? 'failed to load: ' + (e.target.alt || e.target.tagName)
+                                  : 'uncaught: ' + e.message), true);
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images);
   const v = document.getElementById('verdict');

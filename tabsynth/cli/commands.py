@@ -384,9 +384,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(args, f"demo table {args.table!r}: {len(train)} training rows, {len(holdout)} holdout")
     _say(args, str(meta))
 
+    from tabsynth.cli.main import DEMO_SETTINGS
+
+    epochs, batch_size = DEMO_SETTINGS[args.model]
     model = _model_class(args.model)(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
+        epochs=epochs if args.epochs is None else args.epochs,
+        batch_size=batch_size if args.batch_size is None else args.batch_size,
         random_state=args.seed,
         device=args.device,
         verbose=not args.quiet,
