@@ -329,3 +329,34 @@ def test_every_shared_table_fits_with_inferred_metadata(name):
         out = model.sample(100)
         assert list(out.columns) == list(df.columns), (name, model_cls.__name__)
         assert (out.dtypes == df.dtypes).all(), (name, model_cls.__name__)
+
+
+def test_privacy_numbers_of_any_real_type_are_accepted():
+    df = pd.DataFrame({"x": np.random.default_rng(2).normal(size=200), "c": ["a", "b"] * 100})
+    meta = Metadata.infer(df).update_column("x", lower=-5.0, upper=5.0).declare_public()
+    meta.n_rows = len(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = _quiet(
+            tabsynth.TVAE,
+            epsilon=np.float32(3.0),
+            delta=np.float32(1e-4),
+            max_grad_norm=np.float16(1.0),
+            batch_size=50,
+        ).fit(df, meta)
+    assert model.privacy_report()["epsilon"] <= 3.0 + 1e-6
+    for bad in (True, "3", 0.0):
+        with pytest.raises(tabsynth.errors.PrivacyError, match="epsilon"):
+            _quiet(tabsynth.TVAE, epsilon=bad).fit(df, meta)
+
+
+def test_too_small_epsilon_error_quotes_the_users_epsilon():
+    df = pd.DataFrame({"x": np.random.default_rng(3).normal(size=200), "c": ["a", "b"] * 100})
+    meta = Metadata.infer(df).update_column("x", lower=-5.0, upper=5.0).declare_public()
+    meta.n_rows = len(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(tabsynth.errors.PrivacyError) as err:
+            _quiet(tabsynth.TVAE, epsilon=1e-3, batch_size=50).fit(df, meta)
+    assert "epsilon=0.001 is too small" in str(err.value)
+    assert "0.0001" not in str(err.value)  # not an internal share of it

@@ -28,6 +28,7 @@ slot or clips it, and counts it nowhere, so the fit succeeds on D and on D plus 
 from __future__ import annotations
 
 import math
+import numbers
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -324,8 +325,9 @@ def prepare_private_fit(
     seen once survives with probability at most its share of delta), charged to the budget;
     values outside the released domain go to the ``other`` slot.
     """
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):
         raise PrivacyError(f"epsilon must be a positive number or None, got {epsilon!r}")
+    epsilon = float(epsilon)  # any real number type (np.float32 included)
     if not math.isfinite(epsilon) or epsilon <= 0:
         raise PrivacyError(f"epsilon must be positive and finite, got {epsilon!r}")
     metadata = public_schema(metadata)  # a copy: the caller's metadata is not modified
@@ -395,13 +397,22 @@ def prepare_private_fit(
     )
 
     def solve(sample_rate: float, steps: int) -> Calibration:
-        return calibrate(
-            epsilon,
-            delta,
-            plans,
-            DPSGDPlan("dp-sgd", sample_rate, steps, max_grad_norm=max_grad_norm),
-            metadata_share=metadata_share,
-        )
+        try:
+            return calibrate(
+                epsilon,
+                delta,
+                plans,
+                DPSGDPlan("dp-sgd", sample_rate, steps, max_grad_norm=max_grad_norm),
+                metadata_share=metadata_share,
+            )
+        except PrivacyError as exc:  # it quotes an internal share: say it with the user's epsilon
+            if "cannot be met" not in str(exc):
+                raise
+            raise PrivacyError(
+                f"epsilon={epsilon:g} is too small for this fit: no allowed noise level meets "
+                "it for every release the fit makes. Raise epsilon, or train fewer epochs "
+                "(fewer noisy steps)"
+            ) from None
 
     # the Gaussian sigmas do not depend on the DP-SGD plan (the metadata share is solved on its
     # own), so a provisional plan gives the noise of the releases needed before n and the

@@ -54,6 +54,7 @@ import inspect
 import json
 import logging
 import math
+import numbers
 import os
 import time
 import warnings
@@ -349,9 +350,9 @@ class BaseSynthesizer:
             private = prepare_private_fit(
                 df,
                 metadata,
-                epsilon=self.epsilon,
-                delta=self.delta,
-                max_grad_norm=self.max_grad_norm,
+                epsilon=float(self.epsilon),
+                delta=None if self.delta is None else float(self.delta),
+                max_grad_norm=float(self.max_grad_norm),
                 batch_size=int(self.batch_size),
                 epochs=self._private_epochs(),
                 critic_steps=self._critic_steps(),
@@ -452,11 +453,13 @@ class BaseSynthesizer:
                 )
             return
         eps = self.epsilon
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        if not _real(eps) or not eps > 0:
             raise PrivacyError(f"epsilon must be a positive number or None, got {eps!r}")
         clip = self.max_grad_norm
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
+        if not _real(clip) or not clip > 0:
             raise PrivacyError(f"max_grad_norm must be a positive number, got {clip!r}")
+        if self.delta is not None and (not _real(self.delta) or not 0 < self.delta < 1):
+            raise PrivacyError(f"delta must be a number in (0, 1) or None, got {self.delta!r}")
         if self.accountant != "prv":
             raise PrivacyError(
                 f"accountant={self.accountant!r} is not supported: the ledger reports PRV "
@@ -895,6 +898,11 @@ def format_privacy_report(report: dict) -> str:
         share = f", epsilon alone {alone:.3f}" if alone is not None else ""
         lines.append(f"  - {m['name']}: noise multiplier {m['noise_multiplier']:.3g}{steps}{share}")
     return "\n".join(lines)
+
+
+def _real(value: Any) -> bool:
+    """Any real number type (int, float, np.float32, ...), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _same(a: Any, b: Any) -> bool:
