@@ -211,6 +211,9 @@ class BaseSynthesizer:
     #: rows per network forward inside a chunk: activations stay in cache and allocator blocks
     #: are reused (26k rows at once were ~45% slower on CPU than slices of 2048)
     _forward_chunk: ClassVar[int] = 2048
+    #: smallest training batch (CTGAN: 2, BatchNorm cannot train on one row; rows are drawn
+    #: with replacement, so a batch may exceed a tiny table)
+    _min_batch: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -494,28 +497,26 @@ class BaseSynthesizer:
         return report
 
     def _resolve_batch_size(self, n_rows: int) -> int:
-        """Adapt the batch size to small tables and to ``_batch_multiple`` (never assert)."""
+        """Adapt the batch size to small tables, to ``_batch_multiple`` and to ``_min_batch``
+        (never assert)."""
         multiple = max(int(self._batch_multiple()), 1)
+        smallest = multiple * -(-max(int(self._min_batch), 1) // multiple)
         batch = int(self.batch_size)
         if n_rows < batch:
-            new = max(multiple, (n_rows // multiple) * multiple)
-            warnings.warn(
-                f"{type(self).__name__}: the table has {n_rows} rows, fewer than batch_size="
-                f"{batch}; using batch size {new}",
-                UserWarning,
-                stacklevel=3,
-            )
-            return new
-        if batch % multiple:
-            new = max(multiple, round(batch / multiple) * multiple)
-            warnings.warn(
-                f"{type(self).__name__}: batch_size={batch} is not a multiple of pac="
-                f"{multiple}; using batch size {new}",
-                UserWarning,
-                stacklevel=3,
-            )
-            return new
-        return batch
+            new = max(smallest, (n_rows // multiple) * multiple)
+            why = f"the table has {n_rows} rows, fewer than batch_size={batch}"
+        elif batch % multiple:
+            new = max(smallest, round(batch / multiple) * multiple)
+            why = f"batch_size={batch} is not a multiple of pac={multiple}"
+        elif batch < smallest:
+            new = smallest
+            why = f"batch_size={batch} is too small to train on (at least {smallest})"
+        else:
+            return batch
+        warnings.warn(
+            f"{type(self).__name__}: {why}; using batch size {new}", UserWarning, stacklevel=3
+        )
+        return new
 
     # -- progress and history -------------------------------------------------------------
     def _epochs(self) -> Iterator[int]:

@@ -441,6 +441,8 @@ class CTGAN(BaseSynthesizer):
     _reuse_fakes: ClassVar[bool] = True
     #: the DP loop's generator loss reads only the DP critic and fake rows: post-processing
     _dp_log_keys: ClassVar[tuple[str, ...]] = ("loss_g",)
+    #: the generator's BatchNorm cannot train on a batch of one row
+    _min_batch: ClassVar[int] = 2
 
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:

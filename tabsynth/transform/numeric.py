@@ -33,6 +33,10 @@ from tabsynth.transform.restore import restore_datetime, restore_numeric
 _LOG_2PI = float(np.log(2 * np.pi))
 
 
+#: largest magnitude a numeric column may hold: its squares stay finite in float64
+MAX_MAGNITUDE = 1e150
+
+
 def fit_mixture(
     values: np.ndarray,
     counts: np.ndarray,
@@ -193,6 +197,12 @@ class NumericEncoder(ColumnEncoder):
         observed = values[~null]
         if len(observed) == 0:
             raise DataError(f"column {spec.name!r} has only missing values")
+        big = float(np.abs(observed).max())
+        if big > MAX_MAGNITUDE:  # squares and differences would overflow float64
+            raise DataError(
+                f"column {spec.name!r} holds values as large as {big:.3g}, beyond what the "
+                f"encoder can represent (|value| <= {MAX_MAGNITUDE:.0e}); rescale the column"
+            )
         if len(observed) > self.max_fit_samples:
             observed = rng.choice(observed, self.max_fit_samples, replace=False)
         uniq, counts = np.unique(observed, return_counts=True)
