@@ -90,6 +90,8 @@ def test_batch_size_not_multiple_of_pac_is_rounded(patients: pd.DataFrame) -> No
 def test_epsilon_needs_a_public_schema(patients: pd.DataFrame) -> None:
     # inferred metadata is learned from the data: DP refuses it and lists what to declare
     with pytest.raises(PrivacyError, match="public schema.*'age': kind, nullable, lower, upper"):
+        CTGAN(epsilon=1.0, **{**TINY, "pac": 1}).fit(patients, Metadata.infer(patients))
+    with pytest.raises(PrivacyError, match="metadata=None would infer"):  # before any row
         CTGAN(epsilon=1.0, **{**TINY, "pac": 1}).fit(patients)
 
 
