@@ -28,10 +28,10 @@ import pandas as pd
 import pytest
 
 import tabsynth
+from benchmarks import privacy_audit
 from tabsynth import Metadata
 from tabsynth.errors import DataError, PrivacyError
 from tabsynth.models import _private
-from tabsynth.privacy import budget, ledger
 
 N, BATCH = 240, 80
 SMALL = {
@@ -86,18 +86,7 @@ def make_model(name: str, **params):
 @pytest.fixture(scope="module", autouse=True)
 def memoised_accounting():
     """Memoise the accountant (a pure function of public settings) for the whole module."""
-    real = ledger.compose_epsilon
-    cache: dict[str, tuple[float, str]] = {}
-
-    def compose(history, delta, accountant="prv", **kw):
-        key = repr((list(history), delta, accountant, sorted(kw.items())))
-        if key not in cache:
-            cache[key] = real(history, delta, accountant, **kw)
-        return cache[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ledger, "compose_epsilon", compose)
-        mp.setattr(budget, "compose_epsilon", compose)
+    with privacy_audit.memoised_accounting():
         yield
 
 

@@ -271,6 +271,18 @@ class _Constraints:
     rows: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
+def _bisect(holds: Any, true_end: float, false_end: float, m: int, steps: int = 24) -> np.ndarray:
+    """Per row of ``m``, the point nearest ``false_end`` where the monotone ``holds(u)`` (a
+    boolean vector) is still true; it holds at ``true_end`` and fails at ``false_end``."""
+    t, f = np.full(m, true_end), np.full(m, false_end)
+    for _ in range(steps):
+        mid = (t + f) / 2
+        hit = holds(mid)
+        t = np.where(hit, mid, t)
+        f = np.where(hit, f, mid)
+    return t
+
+
 class ARGN(BaseSynthesizer):
     """Any-order autoregressive network over discrete sub-columns (the TabularARGN idea,
     arXiv 2501.12012), an own implementation.
@@ -776,24 +788,13 @@ class ARGN(BaseSynthesizer):
             return which.mask(self._decode_cells(col, modes, bins, u))
 
         m = len(modes)
-        # lower end: smallest u whose value is >= low (true side kept)
-        lo_f, lo_t = np.zeros(m), np.ones(m)
-        at0 = ok(low_only, lo_f)
-        for _ in range(24):
-            mid = (lo_f + lo_t) / 2
-            hit = ok(low_only, mid)
-            lo_t = np.where(hit, mid, lo_t)
-            lo_f = np.where(hit, lo_f, mid)
-        u_lo = np.where(at0, 0.0, lo_t)
-        # upper end: largest u whose value is <= high
-        hi_t, hi_f = np.zeros(m), np.ones(m)
-        at1 = ok(high_only, hi_f)
-        for _ in range(24):
-            mid = (hi_t + hi_f) / 2
-            hit = ok(high_only, mid)
-            hi_t = np.where(hit, mid, hi_t)
-            hi_f = np.where(hit, hi_f, mid)
-        u_hi = np.where(at1, 1.0, hi_t)
+        # lower end: smallest u whose value is >= low; upper end: largest u whose value is <= high
+        u_lo = np.where(
+            ok(low_only, np.zeros(m)), 0.0, _bisect(lambda u: ok(low_only, u), 1.0, 0.0, m)
+        )
+        u_hi = np.where(
+            ok(high_only, np.ones(m)), 1.0, _bisect(lambda u: ok(high_only, u), 0.0, 1.0, m)
+        )
         good = (u_lo <= u_hi) & ok(cond, u_lo) & ok(cond, u_hi)
         u_lo32 = np.asarray(u_lo, dtype=np.float32)
         u_hi32 = np.asarray(u_hi, dtype=np.float32)
