@@ -222,6 +222,11 @@ def test_dp_fit_needs_a_declared_schema_and_prints_the_ledger(work: Path) -> Non
     assert refused.returncode != 0
     assert "public schema" in refused.stderr and "--declare-public" in refused.stderr
     assert not (work / "dp.tsyn").exists()
+    # refused before the file is read (inferring a schema would read every row): a file that
+    # cannot be read at all gets the same answer
+    (work / "broken.csv").write_bytes(b"\x00\xff not a table")
+    unread = _cli("fit", "broken.csv", "--epsilon", "3", "-o", "dp.tsyn", cwd=work)
+    assert unread.returncode != 0 and "public schema" in unread.stderr, unread.stderr
 
     done = _cli(
         "fit", "train.csv", "--model", "tvae", "--epochs", "1", "--batch-size", "100",

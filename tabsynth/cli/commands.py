@@ -147,6 +147,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise CLIError("--delta needs --epsilon (it is part of the privacy budget)")
     if getattr(args, "dp_domains", False) and args.epsilon is None:
         raise CLIError("--dp-domains needs --epsilon (the category lists are paid from it)")
+    if (
+        args.epsilon is not None
+        and getattr(args, "metadata", None) is None
+        and not getattr(args, "declare_public", False)
+    ):
+        # refused before the file is read: inferring a schema reads every row, and a refusal
+        # that depended on what the rows hold would itself leak (docs/privacy.md)
+        raise CLIError(
+            "differential privacy needs a public schema: pass --metadata meta.json written "
+            "from a codebook (kinds, bounds, category lists declared public), or add "
+            "--declare-public to publish the facts inferred from the data (they are then not "
+            "protected)"
+        )
     out = check_output_path(args.output, "model file")
     _set_threads(args)
     timings: dict[str, float] = {}

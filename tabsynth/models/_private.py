@@ -49,6 +49,7 @@ from tabsynth.privacy import (
     PoissonLoader,
     PrivacyLedger,
     calibrate,
+    check_delta,
     clip_linear_uses,
     dp_category_domain,
     dp_grid_histogram,
@@ -330,6 +331,8 @@ def prepare_private_fit(
     epsilon = float(epsilon)  # any real number type (np.float32 included)
     if not math.isfinite(epsilon) or epsilon <= 0:
         raise PrivacyError(f"epsilon must be positive and finite, got {epsilon!r}")
+    if delta is not None:  # data-free, before any calibration or read: see check_delta
+        delta = check_delta(delta)
     metadata = public_schema(metadata)  # a copy: the caller's metadata is not modified
     derive: list[str] = []
     if dp_domains:

@@ -461,8 +461,12 @@ class BaseSynthesizer:
         clip = self.max_grad_norm
         if not _real(clip) or not clip > 0:
             raise PrivacyError(f"max_grad_norm must be a positive number, got {clip!r}")
-        if self.delta is not None and (not _real(self.delta) or not 0 < self.delta < 1):
-            raise PrivacyError(f"delta must be a number in (0, 1) or None, got {self.delta!r}")
+        if self.delta is not None:  # data-free and before any row is read (delta <= 1e-2)
+            from tabsynth.privacy.ledger import check_delta
+
+            if not _real(self.delta):
+                raise PrivacyError(f"delta must be a number or None, got {self.delta!r}")
+            check_delta(self.delta)
         if self.accountant != "prv":
             raise PrivacyError(
                 f"accountant={self.accountant!r} is not supported: the ledger reports PRV "

@@ -22,6 +22,7 @@ from tabsynth.privacy.ledger import (
     RDP_EXTENDED_ORDERS,
     History,
     PrivacyLedger,
+    check_delta,
     collapse_gaussians,
     compose_epsilon,
     merge_history,
@@ -259,8 +260,7 @@ def calibrate(
     eps = float(target_epsilon)
     if not math.isfinite(eps) or eps <= 0:
         raise PrivacyError(f"target epsilon must be positive and finite, got {target_epsilon!r}")
-    if not 0 < delta < 1:
-        raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
+    delta = check_delta(delta)
     if not 0 < tolerance < 1:
         raise PrivacyError(f"tolerance must be in (0, 1), got {tolerance!r}")
     gaussian = tuple(gaussian)

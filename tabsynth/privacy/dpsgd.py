@@ -28,6 +28,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.data import TensorDataset
 
 from tabsynth.errors import PrivacyError
+from tabsynth.privacy.ledger import check_delta
 
 __all__ = [
     "PoissonLoader",
@@ -66,6 +67,7 @@ def resolve_delta(delta: float | None, n: int) -> float:
             f"delta={delta:g} is >= 1/n = {1.0 / n:g}: such a guarantee allows releasing a "
             "random row in the clear; use delta well below 1/n (default min(1e-5, 1/(10 n)))"
         )
+    delta = check_delta(delta)
     if delta > 1.0 / (10 * n):
         warnings.warn(
             f"delta={delta:g} is above 1/(10 n) = {1.0 / (10 * n):g}; consider a smaller delta",

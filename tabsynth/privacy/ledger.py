@@ -27,9 +27,11 @@ from tabsynth.errors import ModelFileError, PrivacyError
 
 __all__ = [
     "ADJACENCY",
+    "MAX_DELTA",
     "UNIT",
     "Mechanism",
     "PrivacyLedger",
+    "check_delta",
     "collapse_gaussians",
     "compose_epsilon",
     "merge_history",
@@ -63,6 +65,28 @@ _FORMAT = "tabsynth.privacy_ledger"
 _VERSION = 1
 
 History = list[tuple[float, float, int]]
+
+
+#: the largest delta accepted anywhere: a guarantee that may fail outright with probability
+#: above 1 % protects no table (delta must be far below 1/n), and the PRV accountant's grid
+#: grows without bound as delta rises (delta = 0.02 exhausts 6 GiB), so it is refused first
+MAX_DELTA = 1e-2
+
+
+def check_delta(delta: Any) -> float:
+    """``delta`` as a float in (0, MAX_DELTA], else a ``PrivacyError`` -- a data-free check."""
+    try:
+        value = float(delta)
+    except (TypeError, ValueError):
+        raise PrivacyError(f"delta must be a number in (0, {MAX_DELTA:g}], got {delta!r}") from None
+    if isinstance(delta, bool) or not 0 < value <= MAX_DELTA:
+        raise PrivacyError(
+            f"delta={delta!r} is outside (0, {MAX_DELTA:g}]: delta is the chance that the "
+            "guarantee fails outright, so it must be far below 1/n (the chance of picking any "
+            f"one row); tabsynth refuses a delta above {MAX_DELTA:g} before reading a row. "
+            "Pass a smaller delta, or none for the default"
+        )
+    return value
 
 
 def _positive(value: Any, what: str, name: str) -> float:
