@@ -214,12 +214,16 @@ def injected(bug: str | None) -> Iterator[None]:
 
             patch(fgc, "_generate_noise", lambda std, reference, *a, **k: reference * 0.0)
         elif bug == "no-clip":
-            real_clip = _private.clip_linear_uses
+            from tabsynth.models import ctgan as ctgan_module
+            from tabsynth.models import tvae as tvae_module
+
+            real_clip = ctgan_module.clip_linear_uses
 
             def no_clip(uses, max_grad_norm, module=None):
                 return real_clip(uses, math.inf, module=module)
 
-            patch(_private, "clip_linear_uses", no_clip)
+            for owner in (ctgan_module, tvae_module):  # each model clips in its own loop
+                patch(owner, "clip_linear_uses", no_clip)
         elif bug == "raw-histogram":
             real_hist = _private.dp_histogram
 

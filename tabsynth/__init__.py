@@ -5,13 +5,21 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: every model family: public class name -> its module. A new model is one file in
+#: ``tabsynth/models/`` plus one line here: it becomes ``tabsynth.NAME``, ``tabsynth.models.NAME``,
+#: a ``--model`` choice of the CLI and a benchmark contender, and ``tabsynth.load`` reads its files
+#: (docs/architecture.md, "Adding a model").
+MODELS = {
+    "ARGN": "tabsynth.models.argn",
+    "CTGAN": "tabsynth.models.ctgan",
+    "TVAE": "tabsynth.models.tvae",
+}
+
 _LAZY = {
     "Metadata": "tabsynth.metadata",
     "ColumnSpec": "tabsynth.metadata",
     "TableTransformer": "tabsynth.transform",
-    "ARGN": "tabsynth.models",
-    "CTGAN": "tabsynth.models",
-    "TVAE": "tabsynth.models",
+    **MODELS,
     "load": "tabsynth.models",
     "augment": "tabsynth.models",
     "evaluate": "tabsynth.metrics",
@@ -19,7 +27,7 @@ _LAZY = {
     "datasets": "tabsynth.datasets",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = sorted(_LAZY) + ["MODELS", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

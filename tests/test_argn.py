@@ -10,7 +10,7 @@ import torch
 import tabsynth
 from tabsynth import Metadata
 from tabsynth.datasets import make_patients
-from tabsynth.errors import DataError, PrivacyError, SamplingError
+from tabsynth.errors import DataError, HyperParameterError, PrivacyError, SamplingError
 from tabsynth.models import argn as argn_mod
 
 FAST = dict(embedding_dim=4, hidden=16, batch_size=100, verbose=False)
@@ -180,12 +180,12 @@ def test_save_load_identical_samples(model, tmp_path):
     ],
 )
 def test_bad_hyper_parameters(table, params):
-    with pytest.raises(DataError):
+    with pytest.raises(HyperParameterError, match=next(iter(params))):
         tabsynth.ARGN(**{**FAST, **params}).fit(table)
 
 
 def test_epochs_none_only_for_models_that_choose_their_length(table):
-    with pytest.raises(DataError, match="epochs"):
+    with pytest.raises(HyperParameterError, match="epochs"):
         tabsynth.TVAE(epochs=None, verbose=False).fit(table)
 
 

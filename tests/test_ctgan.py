@@ -12,7 +12,13 @@ from torch.nn import functional as F
 
 from tabsynth import Metadata
 from tabsynth.datasets import make_patients
-from tabsynth.errors import DataError, MetadataError, NotFittedError, PrivacyError
+from tabsynth.errors import (
+    DataError,
+    HyperParameterError,
+    MetadataError,
+    NotFittedError,
+    PrivacyError,
+)
 from tabsynth.models import CTGAN
 from tabsynth.models._nn import SpanLayout
 from tabsynth.models.ctgan import _ConditionSampler
@@ -106,13 +112,16 @@ def test_frame_not_matching_metadata(patients: pd.DataFrame) -> None:
 def test_bad_inputs_at_fit(patients: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="DataFrame"):
         CTGAN(**TINY).fit(patients.to_numpy())
-    with pytest.raises(DataError, match="pac"):
+    # a bad setting is a HyperParameterError, not a DataError ("your table")
+    with pytest.raises(HyperParameterError, match="pac must be a positive int, got 0"):
         CTGAN(**{**TINY, "pac": 0}).fit(patients)
-    with pytest.raises(DataError, match="generator_dim"):
+    with pytest.raises(HyperParameterError, match="generator_dim"):
         CTGAN(**{**TINY, "generator_dim": "big"}).fit(patients)
-    with pytest.raises(DataError, match="random_state"):
+    with pytest.raises(HyperParameterError, match="random_state"):
         CTGAN(**{**TINY, "random_state": -3}).fit(patients)
-    with pytest.raises(DataError, match="epochs"):
+    with pytest.raises(HyperParameterError, match="generator_lr must be a positive finite"):
+        CTGAN(**{**TINY, "generator_lr": float("nan")}).fit(patients)
+    with pytest.raises(HyperParameterError, match="epochs"):
         CTGAN(**{**TINY, "epochs": 0}).fit(patients)
 
 

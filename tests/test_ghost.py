@@ -11,7 +11,7 @@ from torch import nn
 
 import tabsynth
 from tabsynth.errors import PrivacyError
-from tabsynth.models import _private
+from tabsynth.models import ctgan
 from tabsynth.privacy import LinearUse, clip_linear_uses, record_linear
 
 
@@ -140,13 +140,13 @@ def test_tvae_clipped_gradients_equal_clipped_per_example_elbo_gradients():
 
     grads, norms = per_example_grads(vae, Row(10, loss))
     C = float(norms.median())  # about half the examples get clipped
-    got = _private.tvae_clipped_grads(model, x, noise, C)
+    got = model._clipped_grads(x, noise, C)
     torch.testing.assert_close(got, norms, rtol=1e-4, atol=1e-5)
     ref = clipped_sum(grads, norms, C)
     for k, p in vae.named_parameters():
         torch.testing.assert_close(p.grad, ref[k], rtol=1e-4, atol=1e-5)
     # an empty Poisson batch gives zero gradients (then only noise is added)
-    _private.tvae_clipped_grads(model, x[:0], noise[:0], C)
+    model._clipped_grads(x[:0], noise[:0], C)
     assert all(float(p.grad.abs().sum()) == 0 for p in vae.parameters())
 
 
@@ -172,7 +172,7 @@ def test_ctgan_critic_with_gradient_penalty_matches_per_example_autograd(C):
         return wgan + lam * (g.norm() - 1) ** 2
 
     grads, norms = per_example_grads(D, Row(8, loss))
-    got = _private.critic_clipped_grads(D, real, fake, alpha, lam, C)
+    got = ctgan.critic_clipped_grads(D, real, fake, alpha, lam, C)
     torch.testing.assert_close(got, norms, rtol=1e-4, atol=1e-5)
     ref = clipped_sum(grads, norms, C)
     for k, p in D.named_parameters():
@@ -185,10 +185,10 @@ def test_ctgan_critic_closed_form_refuses_packs_and_active_dropout():
     x = torch.zeros(4, 3)
     packed = _Discriminator(3, (4,), 2, lambda: None).eval()
     with pytest.raises(PrivacyError, match="pac must be 1"):
-        _private.critic_clipped_grads(packed, x, x, x[:, :1], 10.0, 1.0)
+        ctgan.critic_clipped_grads(packed, x, x, x[:, :1], 10.0, 1.0)
     dropout = _Discriminator(3, (4,), 1, lambda: torch.Generator()).train()
     with pytest.raises(PrivacyError, match="eval mode"):
-        _private.critic_clipped_grads(dropout, x, x, x[:, :1], 10.0, 1.0)
+        ctgan.critic_clipped_grads(dropout, x, x, x[:, :1], 10.0, 1.0)
 
 
 def test_ctgan_critic_closed_form_with_packs_and_dropout_matches_autograd():

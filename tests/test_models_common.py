@@ -8,24 +8,33 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy_model import IndependentMarginals
 
+import tabsynth
 from tabsynth.datasets import make_patients
-from tabsynth.errors import DataError, NotFittedError, SamplingError
-from tabsynth.models import CTGAN, BaseSynthesizer
+from tabsynth.errors import (
+    HyperParameterError,
+    NotFittedError,
+    PrivacyError,
+    SamplingError,
+)
+from tabsynth.models import ARGN, CTGAN, TVAE, BaseSynthesizer
 from tabsynth.models import base as models_base
-
-try:
-    from tabsynth.models import TVAE
-except ImportError:  # pragma: no cover - only while tvae.py is absent
-    TVAE = None
 
 TINY = {
     "CTGAN": dict(
         batch_size=100, pac=5, embedding_dim=16, generator_dim=(32, 32), discriminator_dim=(32,)
     ),
     "TVAE": dict(batch_size=100, embedding_dim=16, compress_dims=(32,), decompress_dims=(32,)),
+    "ARGN": dict(batch_size=100, embedding_dim=4, hidden=16),
+    "IndependentMarginals": dict(batch_size=100),
 }
-MODELS = [CTGAN] + ([TVAE] if TVAE is not None else [])
+#: every built-in model plus the toy written against the contract alone (tests/toy_model.py)
+MODELS = [ARGN, CTGAN, TVAE, IndependentMarginals]
+
+
+def test_every_built_in_model_is_in_the_shared_suite() -> None:
+    assert {c.__name__ for c in MODELS} >= set(tabsynth.MODELS)
 
 
 def make(cls: type, random_state: int | None = 0, epochs: int = 2) -> BaseSynthesizer:
@@ -152,10 +161,14 @@ def test_dataframe_conditions_one_row_per_request(fitted: BaseSynthesizer) -> No
 
 def test_impossible_condition_raises_with_counts(fitted: BaseSynthesizer) -> None:
     # inside the age domain, but an integer column never falls strictly between two integers
-    with pytest.raises(SamplingError, match=r"produce 0 of 5 rows.*acceptance rate 0\.0"):
+    exact = hasattr(fitted, "_sample_exact")  # ARGN proves it impossible without generating
+    message = r"no value the model can produce" if exact else r"produce 0 of 5 rows.*rate 0\.0"
+    with pytest.raises(SamplingError, match=message):
         fitted.sample(5, conditions={"age": (40.2, 40.8)})
     stats = fitted.last_sample_stats_
-    assert stats["produced"] == 0 and stats["requested"] == 5 and stats["generated"] >= 10_000
+    assert stats["produced"] == 0 and stats["requested"] == 5
+    assert stats["acceptance_rate"] == 0.0
+    assert stats["generated"] == 0 if exact else stats["generated"] >= 10_000
 
 
 @pytest.mark.parametrize(
@@ -200,7 +213,9 @@ def test_huge_sample_is_refused_before_allocating(
 def test_bad_device_is_refused_at_fit(cls: type, device, patients: pd.DataFrame) -> None:
     model = cls(device=device, epochs=1, verbose=False)
     assert model.device == device  # stored untouched, validated at fit
-    with pytest.raises(DataError, match=r"device must be 'auto', 'cpu', 'cuda', 'cuda:N'"):
+    with pytest.raises(
+        HyperParameterError, match=r"device must be 'auto', 'cpu', 'cuda', 'cuda:N'"
+    ):
         model.fit(patients.head(50))
 
 
@@ -250,3 +265,38 @@ def test_adam_equals_torch_optim_adam(betas, decay):
     for p, q, p0 in zip(ours, ref, start, strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
         assert not torch.equal(p.detach(), p0)  # it did move
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_save_load_round_trip_samples_the_same(cls: type, patients, tmp_path) -> None:
+    model = make(cls, random_state=0, epochs=1).fit(patients)
+    path = tmp_path / "m.tsyn"
+    model.save(path)
+    loaded = tabsynth.load(path)
+    assert type(loaded) is cls and loaded.get_params() == model.get_params()
+    pd.testing.assert_frame_equal(
+        loaded.sample(50, random_state=7), model.sample(50, random_state=7)
+    )
+    pd.testing.assert_frame_equal(
+        loaded.sample(20, conditions={"sex": "F"}, random_state=8),
+        model.sample(20, conditions={"sex": "F"}, random_state=8),
+    )
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_dp_refusals_come_before_any_row_is_read(cls: type, patients, monkeypatch) -> None:
+    """Under DP a model refuses from its settings alone: inferred metadata for every model,
+    and any DP fit for a model without ``_train_private`` (the toy)."""
+    from tabsynth.models import _private
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the rows were read")
+
+    monkeypatch.setattr(_private, "private_frame", no_read)
+    with pytest.raises(PrivacyError):
+        make(cls).set_params(epsilon=1.0).fit(patients)  # metadata=None under DP
+    if cls._train_private is BaseSynthesizer._train_private:
+        monkeypatch.setattr(_private, "check_private_input", no_read)
+        meta = tabsynth.Metadata.infer(patients)
+        with pytest.raises(PrivacyError, match="no differentially private training"):
+            make(cls).set_params(epsilon=1.0).fit(patients, meta)

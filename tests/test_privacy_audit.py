@@ -37,3 +37,28 @@ def test_canaries_are_plain_python_strings():
     assert meta["diagnosis"].kind == "categorical"
     with pytest.raises(SystemExit):
         privacy_audit.parse_args(["--arms", "nope"])
+
+
+def test_no_clip_arm_reaches_every_model_that_clips():
+    """The no-clip bug is injected where the clipping is called: each model's own private
+    loop (#14 moved them out of ``_private``). A new call site that the arm does not patch
+    would let the self-test pass for the wrong reason, so the call sites are read from the
+    source and each must be patched inside the arm."""
+    import importlib
+    from pathlib import Path
+
+    import tabsynth.models
+
+    folder = Path(tabsynth.models.__file__).parent
+    callers = [
+        importlib.import_module(f"tabsynth.models.{p.stem}")
+        for p in sorted(folder.glob("*.py"))
+        if "clip_linear_uses(" in p.read_text(encoding="utf-8")
+    ]
+    assert {m.__name__.rsplit(".", 1)[1] for m in callers} >= {"ctgan", "tvae"}
+    originals = {m.__name__: m.clip_linear_uses for m in callers}
+    with privacy_audit.injected("no-clip"):
+        for module in callers:
+            assert module.clip_linear_uses is not originals[module.__name__], module.__name__
+    for module in callers:
+        assert module.clip_linear_uses is originals[module.__name__]

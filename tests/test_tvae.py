@@ -11,7 +11,7 @@ import torch
 from conftest import naive_nll
 
 import tabsynth
-from tabsynth.errors import DataError, SamplingError
+from tabsynth.errors import DataError, HyperParameterError, SamplingError
 from tabsynth.models.tvae import (
     _VAE,
     TVAE,
@@ -276,7 +276,7 @@ def test_reconstruction_loss_decreases(small_frame):
     ],
 )
 def test_bad_hyper_parameters_raise(small_frame, kw, match):
-    with pytest.raises(DataError, match=match):
+    with pytest.raises(HyperParameterError, match=match):
         fast(**kw).fit(small_frame)
 
 

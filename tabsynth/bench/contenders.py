@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tabsynth import MODELS
 from tabsynth.bench.measure import PeakRSS
 
 __all__ = ["CONTENDERS", "CellContext", "Contender", "tabsynth_model"]
@@ -346,9 +347,7 @@ def _like_train(syn: Any, train: Any, kinds: dict[str, str]) -> Any:
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in (
-        tabsynth_model("ctgan", "CTGAN"),
-        tabsynth_model("tvae", "TVAE"),
-        tabsynth_model("argn", "ARGN"),
+        *(tabsynth_model(name.lower(), name) for name in MODELS),
         Contender("anchor-ctgan", "ctgan.CTGAN", _ctgan_library("CTGAN"), "import ctgan", True),
         Contender("anchor-tvae", "ctgan.TVAE", _ctgan_library("TVAE"), "import ctgan", True),
         Contender(

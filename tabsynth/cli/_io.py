@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tabsynth import _files
+from tabsynth import MODELS, _files
 from tabsynth.errors import DataError
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: the model families the commands accept, by their lower-case class names
-MODEL_NAMES = ("argn", "ctgan", "tvae")
+MODEL_NAMES = tuple(name.lower() for name in MODELS)
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}

@@ -39,7 +39,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
         raise CLIError("give either --balance or --add CLASS=N (repeatable)")
     out = check_output_path(args.output, "output table")
     _set_threads(args)
-    df = _read(args.data)
+    df = _read(args.data, sep=args.sep)
     if args.target not in df.columns:
         raise CLIError(f"--target {args.target!r} is not a column of {args.data}")
     if args.from_model:

@@ -115,6 +115,11 @@ _DEVICE = _flag(
     "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available"
 )
 _THREADS = _flag("--threads", type=_positive_int, help=_THREADS_HELP)
+_SEP = _flag("--sep", type=_separator, help=_SEP_HELP)
+_SEED = _flag("--seed", type=_seed, help="random seed (reproducible runs)")
+_QUIET = _flag("-q", "--quiet", action="store_true", help="no progress bar or timings")
+_METADATA = _flag("--metadata", metavar="META.json", help="metadata from `tabsynth inspect`")
+_EPOCHS = _flag("--epochs", type=_positive_int, help="training epochs (default: the model's)")
 _METRICS = _flag(
     "--metrics",
     nargs="+",
@@ -146,6 +151,7 @@ def _run(module: str, name: str) -> Any:
 def _add_inspect(sub: Any) -> None:
     p = sub.add_parser(
         "inspect",
+        parents=[_SEP],
         help="show the metadata tabsynth infers for a table",
         description="Infer each column's kind, nullability, dtype, bounds and categories.",
         epilog="examples:\n"
@@ -154,7 +160,6 @@ def _add_inspect(sub: Any) -> None:
         formatter_class=_Formatter,
     )
     p.add_argument("data", help="table to read (.csv, .csv.gz, .parquet, .pq)")
-    p.add_argument("--sep", type=_separator, help=_SEP_HELP)
     p.add_argument("--save", metavar="META.json", help="write the metadata as JSON")
     p.set_defaults(func=_run("commands", "cmd_inspect"))
 
@@ -162,7 +167,7 @@ def _add_inspect(sub: Any) -> None:
 def _add_fit(sub: Any) -> None:
     p = sub.add_parser(
         "fit",
-        parents=[_DEVICE, _THREADS],
+        parents=[_DEVICE, _THREADS, _SEP, _METADATA, _EPOCHS, _SEED, _QUIET],
         help="train a synthesizer on a table and save it",
         description="Train ARGN, CTGAN or TVAE on a table; prints progress and phase timings, and "
         "for differential privacy (--epsilon) the privacy ledger.",
@@ -173,13 +178,10 @@ def _add_fit(sub: Any) -> None:
         formatter_class=_Formatter,
     )
     p.add_argument("data", help="training table (.csv, .csv.gz, .parquet, .pq)")
-    p.add_argument("--sep", type=_separator, help=_SEP_HELP)
     p.add_argument("--model", choices=MODEL_NAMES, default="ctgan", help="default: ctgan")
-    p.add_argument("--metadata", metavar="META.json", help="metadata from `tabsynth inspect`")
     p.add_argument(
         "--rare-threshold", type=_rare_threshold, default="auto", metavar="T", help=_RARE_HELP
     )
-    p.add_argument("--epochs", type=_positive_int, help="training epochs (model default: 300)")
     p.add_argument("--batch-size", type=_positive_int, help="rows per batch (default: 500)")
     p.add_argument("--epsilon", type=_positive_float, help="train with DP at this epsilon")
     p.add_argument("--delta", type=_positive_float, help="DP delta (with --epsilon)")
@@ -195,7 +197,6 @@ def _add_fit(sub: Any) -> None:
         help="with --epsilon: derive undeclared category lists with DP (thresholded noisy "
         "histograms, paid from epsilon; rare values are dropped)",
     )
-    p.add_argument("--seed", type=_seed, help="random seed (reproducible runs)")
     p.add_argument(
         "--log-dir",
         metavar="DIR",
@@ -203,14 +204,13 @@ def _add_fit(sub: Any) -> None:
         "under DP only DP values)",
     )
     p.add_argument("-o", "--output", required=True, metavar="MODEL.tsyn", help="model file")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timings")
     p.set_defaults(func=_run("commands", "cmd_fit"))
 
 
 def _add_sample(sub: Any) -> None:
     p = sub.add_parser(
         "sample",
-        parents=[_THREADS],
+        parents=[_THREADS, _SEED, _QUIET],
         help="draw synthetic rows from a saved model",
         description="Draw rows chunk by chunk and stream them to a CSV or Parquet file "
         "(bounded memory for any -n; the file appears only when complete). Conditions: "
@@ -232,19 +232,17 @@ def _add_sample(sub: Any) -> None:
         metavar="COL=VALUE",
         help="fix a column (repeatable): col=value or col=lo..hi",
     )
-    p.add_argument("--seed", type=_seed, help="random seed (reproducible output)")
     p.add_argument(
         "--chunk-size", type=_positive_int, default=50_000, help="rows per chunk (default 50000)"
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".csv/.csv.gz/.parquet")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run("commands", "cmd_sample"))
 
 
 def _add_augment(sub: Any) -> None:
     p = sub.add_parser(
         "augment",
-        parents=[_THREADS],
+        parents=[_THREADS, _SEP, _METADATA, _EPOCHS, _SEED, _QUIET],
         help="add synthetic rows of chosen classes to a table (rebalance a rare class)",
         description="Fit a model (or load one) and add conditional synthetic rows of the chosen "
         "classes of --target; the output has a boolean column marking the synthetic rows. "
@@ -269,12 +267,8 @@ def _add_augment(sub: Any) -> None:
         "--from-model", metavar="MODEL.tsyn", help="use a saved model instead of fitting one"
     )
     p.add_argument("--model", choices=MODEL_NAMES, default="argn", help="default: argn")
-    p.add_argument("--metadata", metavar="META.json", help="metadata from `tabsynth inspect`")
-    p.add_argument("--epochs", type=_positive_int, help="training epochs (model default)")
     p.add_argument("--indicator", default="is_synthetic", help="name of the marker column")
-    p.add_argument("--seed", type=_seed, help="random seed (reproducible runs)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".csv/.csv.gz/.parquet")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run("augment", "cmd_augment"))
 
 

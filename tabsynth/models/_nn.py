@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.adam import adam as functional_adam  # importing it does not load torch._dynamo
 
-from tabsynth.errors import DataError
+from tabsynth.errors import HyperParameterError
 
 logger = logging.getLogger("tabsynth.models")
 
@@ -36,11 +36,11 @@ def check_device(device: Any) -> None:
         or (device.startswith("cuda:") and device[5:].isdigit() and device[5:].isascii())
     )
     if not ok:
-        raise DataError(f"device must be {_DEVICES}; got {device!r}"[:300])
+        raise HyperParameterError(f"device must be {_DEVICES}; got {device!r}"[:300])
     if device.startswith("cuda:") and torch.cuda.is_available():
         count = torch.cuda.device_count()
         if int(device[5:]) >= count:
-            raise DataError(
+            raise HyperParameterError(
                 f"device={device!r}: this machine has {count} CUDA device(s), "
                 f"cuda:0 to cuda:{count - 1}"
             )

@@ -10,7 +10,7 @@ Order of operations (every read of the private table is listed here, see docs/pr
    its encoder; no mixture is fit on raw values), and DP-SGD with the exact number of steps.
 4. The transformer is built from the schema plus those noisy histograms only.
 
-The model's private training loop then reads the encoded rows only through a Poisson loader
+Each model's ``_train_private`` (in its own file) then reads the encoded rows only through a Poisson loader
 and a DPOptimizer whose every step is counted by the ledger's guard.
 
 Secret randomness: every draw the guarantee relies on (metadata noise and thresholds, the
@@ -50,7 +50,6 @@ from tabsynth.privacy import (
     PrivacyLedger,
     calibrate,
     check_delta,
-    clip_linear_uses,
     dp_category_domain,
     dp_grid_histogram,
     dp_histogram,
@@ -535,159 +534,4 @@ __all__ = [
     "secret_seed",
     "finish_private_fit",
     "prepare_private_fit",
-    "train_ctgan_private",
-    "critic_clipped_grads",
-    "train_tvae_private",
-    "tvae_clipped_grads",
 ]
-
-
-# ---------------------------------------------------------------------- training loops
-def train_ctgan_private(model: Any, private: PrivateFit) -> None:
-    """DP-SGD for the CTGAN critic; the generator sees only noise, DP frequencies and the critic.
-
-    Per Poisson batch of real rows: each row's condition is derived from that row, each fake is
-    generated for that condition (paired 1:1, no permutation), and the per-example loss
-    ``-D(real_i) + D(fake_i) + lambda * GP_i`` is clipped per example with ghost clipping
-    (``critic_clipped_grads``: the gradient penalty included, exactly) and noised by the
-    DPOptimizer. The critic runs without dropout under DP. The generator step draws its
-    conditions from the DP category frequencies and updates only the generator.
-    """
-    from tabsynth.models import ctgan as _ctgan  # noqa: PLC0415 - avoid an import cycle
-
-    gen, dev = model._train_generator, model.device_
-    G, D = model.generator_, model.discriminator_
-    sampler, layout = model._sampler, model._layout
-    has_cond = sampler.cond_dim > 0
-    if has_cond:
-        probs = np.concatenate([private.category_probs[c] for c in sampler.columns])
-        sampler.set_counts(torch.as_tensor(probs * private.n_estimate, dtype=torch.float64))
-    emb, d_steps = int(model.embedding_dim), int(model.discriminator_steps)
-    clip = float(model.max_grad_norm)
-    X = torch.as_tensor(private.X, device=dev)
-    loader = private.loader(X)
-    opt_d = private.optimizer(
-        D,
-        _ctgan._adam(D, model.discriminator_lr, model.discriminator_decay, private=True),
-        clip,
-        clipping="ghost",
-    )
-    opt_g = _ctgan._adam(G, model.generator_lr, model.generator_decay)
-    D.eval()  # no dropout under DP
-    lam = float(_ctgan._GP_LAMBDA)
-
-    def condition_of(rows: torch.Tensor) -> torch.Tensor:
-        if not has_cond:
-            return rows.new_zeros(rows.shape[0], 0)
-        return sampler.one_hot(sampler.conditions_of_rows(rows, gen))
-
-    batches = loader.batches(private.steps)
-    for _epoch in model._epochs():
-        sum_g = 0.0
-        for _ in range(private.steps_per_epoch):
-            for _k in range(d_steps):
-                real = next(batches).to(dev)
-                b = real.shape[0]
-                cond = condition_of(real)
-                # the fakes of a critic step are paired with real rows (their conditions come
-                # from those rows): the generator must not mix rows through BatchNorm batch
-                # statistics nor update its running statistics from them, so it runs in eval
-                G.eval()
-                with torch.no_grad():
-                    z = torch.randn(b, emb, generator=gen, device=dev)
-                    fake = layout.activate(G(z, cond), tau=_ctgan._TAU, generator=gen)
-                G.train()
-                alpha = torch.rand(b, 1, generator=gen, device=dev)
-                critic_clipped_grads(
-                    D, torch.cat([real, cond], 1), torch.cat([fake, cond], 1), alpha, lam, clip
-                )
-                opt_d.step()
-                opt_d.zero_grad(set_to_none=True)
-            # generator step: noise + DP condition frequencies + the (DP) critic only
-            B = private.expected_batch
-            if has_cond:
-                g = sampler.draw_conditions(
-                    B, gen, log_frequency=model.log_frequency, training=True
-                )
-                cond = sampler.one_hot(g)
-            else:
-                g, cond = None, torch.zeros(B, 0, device=dev)
-            z = torch.randn(B, emb, generator=gen, device=dev)
-            logits = G(z, cond)
-            fake = layout.activate(logits, tau=_ctgan._TAU, generator=gen)
-            for p in D.parameters():
-                p.requires_grad_(False)
-            loss_g = -D(torch.cat([fake, cond], 1)).mean()
-            if g is not None:
-                loss_g = loss_g + sampler.cond_loss(logits, g)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            for p in D.parameters():
-                p.requires_grad_(True)
-            sum_g += float(loss_g.detach())
-        model._log_epoch(loss_g=sum_g / max(private.steps_per_epoch, 1))
-
-
-def critic_clipped_grads(
-    D: nn.Module,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    alpha: torch.Tensor,
-    lam: float,
-    max_grad_norm: float,
-) -> torch.Tensor:
-    """Clip each example's gradient of ``D(fake_i) - D(real_i) + lam * GP_i`` and write the
-    clipped sum into the critic's ``p.grad``; returns the per-example norms before clipping.
-
-    The terms come in closed form from ``_Discriminator.wgan_gp_terms`` (rank one per example
-    and layer, the gradient penalty's second-order term included), so ``clip_linear_uses``
-    clips the exact per-example gradient without materialising it. One example per critic
-    input (pac = 1) and no dropout, else the gradient of one example would mix records or
-    the clipped sum would not match the update.
-    """
-    if getattr(D, "pac", 1) != 1:
-        raise PrivacyError("DP critic: pac must be 1 (a pack would mix records in one gradient)")
-    if D.training:
-        raise PrivacyError("DP critic: run it in eval mode (no dropout under DP)")
-    terms = D.wgan_gp_terms(real, fake, alpha, lam)
-    return clip_linear_uses(terms.uses, max_grad_norm, module=D)
-
-
-def train_tvae_private(model: Any, private: PrivateFit) -> None:
-    """DP-SGD for the whole VAE (encoder, decoder and log-scales under one DPOptimizer).
-
-    Every trainable parameter is a Linear weight or bias used once per forward, so each
-    example's gradient of its ELBO term (reconstruction NLL + weighted KL, un-averaged) is a
-    rank-one term per layer, computed in closed form (``_VAE.elbo_terms``, the same pass as
-    non-private training). Ghost clipping (``privacy.ghost``) gets the per-example norms from
-    ``||g_i|| ||a_i||`` and writes the clipped sum as one matmul per layer -- no per-sample
-    gradient is materialised. The reparameterisation noise is drawn from the model's
-    generator, one row per example, so every row of the loss depends on one record only.
-    """
-    gen, dev = model._train_generator, model.device_
-    vae = model.vae_
-    emb = int(model.embedding_dim)
-    clip = float(model.max_grad_norm)
-    Xp = torch.as_tensor(private.X, device=dev)[:, model._perm].contiguous()
-    loader = private.loader(Xp)
-    opt = private.optimizer(vae, model._optimizer(private=True), clip, clipping="ghost")
-    batches = loader.batches(private.steps)
-    for _epoch in model._epochs():
-        for _ in range(private.steps_per_epoch):
-            xb = next(batches).to(dev)
-            noise = torch.randn(xb.shape[0], emb, generator=gen, device=dev)
-            tvae_clipped_grads(model, xb, noise, clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            vae.log_scale.clamp_()
-        model._log_epoch()  # no real-data loss is logged under DP
-
-
-def tvae_clipped_grads(
-    model: Any, xb: torch.Tensor, noise: torch.Tensor, max_grad_norm: float
-) -> torch.Tensor:
-    """Write the clipped sum of the per-example ELBO gradients into ``p.grad`` of the VAE and
-    return the per-example norms before clipping (an empty batch writes zeros)."""
-    terms = model._elbo_terms(xb, noise)
-    return clip_linear_uses(terms.uses, max_grad_norm, module=model.vae_)

@@ -35,7 +35,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,11 @@ from torch.nn import functional as F
 
 from tabsynth.errors import DataError, SamplingError
 from tabsynth.models import _nn
+from tabsynth.models._params import check_int, check_number
 from tabsynth.models.base import BaseSynthesizer, fitted_int
+
+if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
+    from tabsynth.models._private import PrivateFit
 
 _NEG = -1e9  # logit of an impossible code (finite: keeps softmax gradients finite)
 
@@ -438,27 +442,13 @@ class ARGN(BaseSynthesizer):
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:
         for name in ("embedding_dim", "hidden", "patience"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise DataError(f"{name} must be a positive int, got {v!r}")
-        v = self.value_bins
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 2 <= v <= 4096:
-            raise DataError(f"value_bins must be an int in [2, 4096], got {v!r}")
-        v = self.max_steps
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-            raise DataError(f"max_steps must be None or a positive int, got {v!r}")
-        for name in ("learning_rate", "weight_decay"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise DataError(f"{name} must be a non-negative number, got {v!r}")
-        if not self.learning_rate > 0:
-            raise DataError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        v = self.dropout
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-            raise DataError(f"dropout must be in [0, 1), got {v!r}")
-        v = self.validation_share
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 0.5:
-            raise DataError(f"validation_share must be in (0, 0.5), got {v!r}")
+            check_int(name, getattr(self, name))
+        check_int("value_bins", self.value_bins, low=2, high=4096)
+        check_int("max_steps", self.max_steps, optional=True)
+        check_number("learning_rate", self.learning_rate, low_open=True)
+        check_number("weight_decay", self.weight_decay)
+        check_number("dropout", self.dropout, high=1.0)
+        check_number("validation_share", self.validation_share, low_open=True, high=0.5)
 
     def _private_epochs(self) -> int:
         """The DP plan's epochs, fixed before training: ``epochs`` or a default from epsilon."""
@@ -603,7 +593,7 @@ class ARGN(BaseSynthesizer):
         super()._log_epoch(**losses)
         self._bar.update(1)
 
-    def _train_private(self, private: Any) -> None:
+    def _train_private(self, private: PrivateFit) -> None:
         """DP-SGD: Poisson batches, every example's gradient clipped exactly, noise added by
         the calibrated DPOptimizer; a fixed number of steps, no validation, no selection.
 

@@ -60,7 +60,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,7 @@ from torch import nn
 from tabsynth import __version__
 from tabsynth.errors import (
     DataError,
+    HyperParameterError,
     ModelFileError,
     NotFittedError,
     PrivacyError,
@@ -77,7 +78,11 @@ from tabsynth.errors import (
     TabsynthError,
 )
 from tabsynth.models import _nn
+from tabsynth.models._params import check_int
 from tabsynth.models.persistence import check_path, read_model_file, write_model_file
+
+if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
+    from tabsynth.models._private import PrivateFit
 
 logger = logging.getLogger("tabsynth.models")
 
@@ -243,7 +248,7 @@ class BaseSynthesizer:
         valid = set(self._param_names())
         for key, value in params.items():
             if key not in valid:
-                raise DataError(f"{type(self).__name__} has no hyper-parameter {key!r}")
+                raise HyperParameterError(f"{type(self).__name__} has no hyper-parameter {key!r}")
             setattr(self, key, value)
         return self
 
@@ -424,21 +429,13 @@ class BaseSynthesizer:
 
     def _validate_common_params(self) -> None:
         _nn.check_device(self.device)
-        for name in ("batch_size", "epochs"):
-            value = getattr(self, name)
-            if name == "epochs" and value is None and self._auto_epochs:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise DataError(f"{name} must be a positive int, got {value!r}")
-        if self.max_fit_samples is not None and (
-            isinstance(self.max_fit_samples, bool)
-            or not isinstance(self.max_fit_samples, (int, np.integer))
-            or self.max_fit_samples < 1
-        ):
-            raise DataError(
-                f"max_fit_samples must be None or a positive int, got {self.max_fit_samples!r}"
-            )
-        _seed_from(self.random_state)
+        check_int("batch_size", self.batch_size)
+        check_int("epochs", self.epochs, optional=self._auto_epochs)
+        check_int("max_fit_samples", self.max_fit_samples, optional=True)
+        try:
+            _seed_from(self.random_state)
+        except DataError as exc:  # the constructor's random_state is a hyper-parameter
+            raise HyperParameterError(str(exc)) from None
         from tabsynth.transform.categorical import resolve_rare_threshold
 
         resolve_rare_threshold(getattr(self, "rare_threshold", "auto"), 1)  # its type, early
@@ -455,6 +452,13 @@ class BaseSynthesizer:
                     "needs epsilon; without epsilon the fit is not private"
                 )
             return
+        if type(self)._train_private is BaseSynthesizer._train_private:
+            # refused from the class alone, before a row is read (a refusal that depended on
+            # the data would itself leak)
+            raise PrivacyError(
+                f"{type(self).__name__} has no differentially private training: fit it "
+                "without epsilon, or use ARGN, CTGAN or TVAE for a DP fit"
+            )
         eps = self.epsilon
         if not _real(eps) or not eps > 0:
             raise PrivacyError(f"epsilon must be a positive number or None, got {eps!r}")
@@ -486,7 +490,9 @@ class BaseSynthesizer:
         """Noisy optimizer steps per batch of the private loop (CTGAN: discriminator steps)."""
         return 1
 
-    def _train_private(self, private: Any) -> None:  # pragma: no cover - abstract
+    def _train_private(self, private: PrivateFit) -> None:  # pragma: no cover - abstract
+        """Train on ``private.X`` with DP-SGD for exactly ``private.steps`` noisy steps, reading
+        the rows only through ``private.loader`` and ``private.optimizer`` (the contract)."""
         raise PrivacyError(f"{type(self).__name__} has no differentially private training")
 
     def privacy_report(self) -> dict:

@@ -240,7 +240,17 @@ def _sample_group(
         return model._generate_frame(k, None, generator), k, k
     exact = getattr(model, "_sample_exact", None)
     if exact is not None:  # the model meets the conditions by construction (ARGN): no rejection
-        frame = exact(k, conds, generator)
+        try:
+            frame = exact(k, conds, generator)
+        except SamplingError:  # proved impossible before generating anything
+            model.last_sample_stats_ = {
+                "requested": k,
+                "produced": 0,
+                "generated": 0,
+                "acceptance_rate": 0.0,
+                "matched": 0,
+            }
+            raise
         ok = np.ones(len(frame), dtype=bool)
         for c in conds:
             ok &= c.mask(frame[c.column])

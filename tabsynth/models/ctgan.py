@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tabsynth.errors import DataError
+from tabsynth.errors import PrivacyError
 from tabsynth.models import _nn
+from tabsynth.models._params import check_dims, check_int, check_number
 from tabsynth.models.base import BaseSynthesizer
-from tabsynth.privacy.ghost import LinearUse, write_linear_grads
+from tabsynth.privacy.ghost import LinearUse, clip_linear_uses, write_linear_grads
+
+if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
+    from tabsynth.models._private import PrivateFit
 
 _GP_LAMBDA = 10.0
 _TAU = 0.2
@@ -447,23 +451,13 @@ class CTGAN(BaseSynthesizer):
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:
         for name in ("embedding_dim", "pac", "discriminator_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise DataError(f"{name} must be a positive int, got {v!r}")
+            check_int(name, getattr(self, name))
         for name in ("generator_dim", "discriminator_dim"):
-            v = getattr(self, name)
-            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
-                raise DataError(f"{name} must be a sequence of positive ints, got {v!r}")
-            if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in v):
-                raise DataError(f"{name} must be a sequence of positive ints, got {v!r}")
+            check_dims(name, getattr(self, name))
         for name in ("generator_lr", "discriminator_lr"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-                raise DataError(f"{name} must be a positive number, got {v!r}")
+            check_number(name, getattr(self, name), low_open=True)
         for name in ("generator_decay", "discriminator_decay"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise DataError(f"{name} must be a non-negative number, got {v!r}")
+            check_number(name, getattr(self, name))
 
     def _pac(self) -> int:
         """Packing size in use: 1 under DP (a pack would mix records in one gradient)."""
@@ -481,10 +475,95 @@ class CTGAN(BaseSynthesizer):
     def _critic_steps(self) -> int:
         return int(self.discriminator_steps)
 
-    def _train_private(self, private: Any) -> None:
-        from tabsynth.models._private import train_ctgan_private
+    def _train_private(self, private: PrivateFit) -> None:
+        """DP-SGD for the critic; the generator sees only noise, DP frequencies and the critic.
 
-        train_ctgan_private(self, private)
+        Per Poisson batch of real rows: each row's condition is derived from that row, each
+        fake is generated for that condition (paired 1:1, no permutation), and the
+        per-example loss ``-D(real_i) + D(fake_i) + lambda * GP_i`` is clipped per example
+        with ghost clipping (``critic_clipped_grads``: the gradient penalty included, exactly)
+        and noised by the DPOptimizer. The critic runs without dropout under DP. The generator
+        step draws its conditions from the DP category frequencies and updates only the
+        generator.
+        """
+        gen, dev = self._train_generator, self.device_
+        G, D = self.generator_, self.discriminator_
+        sampler, layout = self._sampler, self._layout
+        has_cond = sampler.cond_dim > 0
+        if has_cond:
+            probs = np.concatenate([private.category_probs[c] for c in sampler.columns])
+            sampler.set_counts(torch.as_tensor(probs * private.n_estimate, dtype=torch.float64))
+        emb, d_steps = int(self.embedding_dim), int(self.discriminator_steps)
+        clip = float(self.max_grad_norm)
+        loader = private.loader(torch.as_tensor(private.X, device=dev))
+        opt_d = private.optimizer(
+            D,
+            _adam(D, self.discriminator_lr, self.discriminator_decay, private=True),
+            clip,
+            clipping="ghost",
+        )
+        opt_g = _adam(G, self.generator_lr, self.generator_decay)
+        D.eval()  # no dropout under DP
+
+        def condition_of(rows: torch.Tensor) -> torch.Tensor:
+            if not has_cond:
+                return rows.new_zeros(rows.shape[0], 0)
+            return sampler.one_hot(sampler.conditions_of_rows(rows, gen))
+
+        batches = loader.batches(private.steps)
+        for _epoch in self._epochs():
+            sum_g = 0.0
+            for _ in range(private.steps_per_epoch):
+                for _k in range(d_steps):
+                    real = next(batches).to(dev)
+                    b = real.shape[0]
+                    cond = condition_of(real)
+                    # the fakes of a critic step are paired with real rows (their conditions
+                    # come from those rows): the generator must not mix rows through BatchNorm
+                    # batch statistics nor update its running statistics from them, so it
+                    # runs in eval mode here
+                    G.eval()
+                    with torch.no_grad():
+                        z = torch.randn(b, emb, generator=gen, device=dev)
+                        fake = layout.activate(G(z, cond), tau=_TAU, generator=gen)
+                    G.train()
+                    alpha = torch.rand(b, 1, generator=gen, device=dev)
+                    critic_clipped_grads(
+                        D,
+                        torch.cat([real, cond], 1),
+                        torch.cat([fake, cond], 1),
+                        alpha,
+                        _GP_LAMBDA,
+                        clip,
+                    )
+                    opt_d.step()
+                    opt_d.zero_grad(set_to_none=True)
+                # generator step: noise + DP condition frequencies + the (DP) critic only
+                # noise only, no private row: at least 2 rows for the generator's BatchNorm
+                # (a tiny noisy row count gives an expected batch of 1)
+                B = max(private.expected_batch, 2)
+                if has_cond:
+                    g = sampler.draw_conditions(
+                        B, gen, log_frequency=self.log_frequency, training=True
+                    )
+                    cond = sampler.one_hot(g)
+                else:
+                    g, cond = None, torch.zeros(B, 0, device=dev)
+                z = torch.randn(B, emb, generator=gen, device=dev)
+                logits = G(z, cond)
+                fake = layout.activate(logits, tau=_TAU, generator=gen)
+                for p in D.parameters():
+                    p.requires_grad_(False)
+                loss_g = -D(torch.cat([fake, cond], 1)).mean()
+                if g is not None:
+                    loss_g = loss_g + sampler.cond_loss(logits, g)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                for p in D.parameters():
+                    p.requires_grad_(True)
+                sum_g += float(loss_g.detach())
+            self._log_epoch(loss_g=sum_g / max(private.steps_per_epoch, 1))
 
     def _batch_multiple(self) -> int:
         return self._pac()
@@ -640,3 +719,28 @@ class CTGAN(BaseSynthesizer):
             if best is None or freq < best[0]:
                 best = (freq, g)
         return None if best is None else best[1]
+
+
+def critic_clipped_grads(
+    D: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    alpha: torch.Tensor,
+    lam: float,
+    max_grad_norm: float,
+) -> torch.Tensor:
+    """Clip each example's gradient of ``D(fake_i) - D(real_i) + lam * GP_i`` and write the
+    clipped sum into the critic's ``p.grad``; returns the per-example norms before clipping.
+
+    The terms come in closed form from ``_Discriminator.wgan_gp_terms`` (rank one per example
+    and layer, the gradient penalty's second-order term included), so ``clip_linear_uses``
+    clips the exact per-example gradient without materialising it. One example per critic
+    input (pac = 1) and no dropout, else the gradient of one example would mix records or
+    the clipped sum would not match the update.
+    """
+    if getattr(D, "pac", 1) != 1:
+        raise PrivacyError("DP critic: pac must be 1 (a pack would mix records in one gradient)")
+    if D.training:
+        raise PrivacyError("DP critic: run it in eval mode (no dropout under DP)")
+    terms = D.wgan_gp_terms(real, fake, alpha, lam)
+    return clip_linear_uses(terms.uses, max_grad_norm, module=D)

@@ -29,14 +29,13 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tabsynth import __version__
+from tabsynth import __version__, _files
 from tabsynth.errors import ModelFileError
 
 FORMAT_NAME = "tabsynth-model"
@@ -134,22 +133,12 @@ def write_model_file(path: Any, header: dict[str, Any], arrays: dict[str, np.nda
             f"cannot save the model to {path}: cannot create the folder {directory} "
             f"({_os_reason(exc)})"
         ) from exc
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w") as zf:
-                zf.writestr(_JSON, text.encode("utf-8"), compress_type=zipfile.ZIP_DEFLATED)
-                zf.writestr(_TENSORS, blob, compress_type=zipfile.ZIP_STORED)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        with _files.atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+            zf.writestr(_JSON, text.encode("utf-8"), compress_type=zipfile.ZIP_DEFLATED)
+            zf.writestr(_TENSORS, blob, compress_type=zipfile.ZIP_STORED)
     except OSError as exc:
         raise ModelFileError(f"cannot save the model to {path}: {_os_reason(exc)}") from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

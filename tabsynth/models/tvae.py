@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -14,8 +14,12 @@ from torch.nn import functional as F
 
 from tabsynth.errors import DataError
 from tabsynth.models import _nn
+from tabsynth.models._params import check_dims, check_int, check_number
 from tabsynth.models.base import BaseSynthesizer
-from tabsynth.privacy.ghost import LinearUse, write_linear_grads
+from tabsynth.privacy.ghost import LinearUse, clip_linear_uses, write_linear_grads
+
+if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
+    from tabsynth.models._private import PrivateFit
 
 _LR = 1e-3
 _LOG2E = 1.0 / math.log(2.0)
@@ -470,21 +474,12 @@ class TVAE(BaseSynthesizer):
 
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:
-        v = self.embedding_dim
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise DataError(f"embedding_dim must be a positive int, got {v!r}")
+        check_int("embedding_dim", self.embedding_dim)
         for name in ("compress_dims", "decompress_dims"):
-            v = getattr(self, name)
-            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
-                raise DataError(f"{name} must be a sequence of positive ints, got {v!r}")
-            if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in v):
-                raise DataError(f"{name} must be a sequence of positive ints, got {v!r}")
-        for name, positive in (("loss_factor", True), ("kl_weight", False), ("l2scale", False)):
-            v = getattr(self, name)
-            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            if not ok or not math.isfinite(v) or (v <= 0 if positive else v < 0):
-                kind = "a positive" if positive else "a non-negative"
-                raise DataError(f"{name} must be {kind} finite number, got {v!r}")
+            check_dims(name, getattr(self, name))
+        check_number("loss_factor", self.loss_factor, low_open=True)
+        check_number("kl_weight", self.kl_weight)
+        check_number("l2scale", self.l2scale)
 
     # -- networks -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -542,11 +537,43 @@ class TVAE(BaseSynthesizer):
                 loss=rf * rec_mean + kw * kl_mean, reconstruction_loss=rec_mean, kl_loss=kl_mean
             )
 
-    def _train_private(self, private: Any) -> None:
-        """DP-SGD over the whole VAE (see ``_private.train_tvae_private``)."""
-        from tabsynth.models._private import train_tvae_private
+    def _train_private(self, private: PrivateFit) -> None:
+        """DP-SGD for the whole VAE (encoder, decoder and log-scales under one DPOptimizer).
 
-        train_tvae_private(self, private)
+        Every trainable parameter is a Linear weight or bias used once per forward, so each
+        example's gradient of its ELBO term (reconstruction NLL + weighted KL, un-averaged) is
+        a rank-one term per layer, computed in closed form (``_VAE.elbo_terms``, the same pass
+        as non-private training). Ghost clipping (``privacy.ghost``) gets the per-example
+        norms from ``||g_i|| ||a_i||`` and writes the clipped sum as one matmul per layer --
+        no per-sample gradient is materialised. The reparameterisation noise is drawn from the
+        model's generator, one row per example, so every row of the loss depends on one
+        record only.
+        """
+        gen, dev = self._train_generator, self.device_
+        vae = self.vae_
+        emb = int(self.embedding_dim)
+        clip = float(self.max_grad_norm)
+        Xp = torch.as_tensor(private.X, device=dev)[:, self._perm].contiguous()
+        loader = private.loader(Xp)
+        opt = private.optimizer(vae, self._optimizer(private=True), clip, clipping="ghost")
+        batches = loader.batches(private.steps)
+        for _epoch in self._epochs():
+            for _ in range(private.steps_per_epoch):
+                xb = next(batches).to(dev)
+                noise = torch.randn(xb.shape[0], emb, generator=gen, device=dev)
+                self._clipped_grads(xb, noise, clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                vae.log_scale.clamp_()
+            self._log_epoch()  # no real-data loss is logged under DP
+
+    def _clipped_grads(
+        self, xb: torch.Tensor, noise: torch.Tensor, max_grad_norm: float
+    ) -> torch.Tensor:
+        """Write the clipped sum of the per-example ELBO gradients into ``p.grad`` of the VAE
+        and return the per-example norms before clipping (an empty batch writes zeros)."""
+        terms = self._elbo_terms(xb, noise)
+        return clip_linear_uses(terms.uses, max_grad_norm, module=self.vae_)
 
     # -- sampling -------------------------------------------------------------------------------
     def _generate(

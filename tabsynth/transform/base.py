@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from tabsynth.errors import NotFittedError
+from tabsynth.errors import DataError, NotFittedError
 from tabsynth.metadata import ColumnSpec
 
 TANH = "tanh"
@@ -78,6 +78,16 @@ class ColumnEncoder:
     def _check_fitted(self) -> None:
         if not self.fitted_:
             raise NotFittedError(f"encoder for column {self.spec.name!r} is not fitted")
+
+    def _null_mask(self, s: pd.Series) -> np.ndarray:
+        """The missing cells of ``s``; refused when the column was fitted as not nullable."""
+        null = s.isna().to_numpy()
+        if null.any() and not self.spec.nullable:
+            raise DataError(
+                f"column {self.spec.name!r} has {int(null.sum())} missing value(s) but was "
+                "fitted as not nullable"
+            )
+        return null
 
 
 def argmax_rows(x: np.ndarray) -> np.ndarray:

@@ -160,12 +160,7 @@ class CategoricalEncoder(ColumnEncoder):
     def _codes(self, s: pd.Series, domain: list, allow_unseen: bool) -> np.ndarray:
         """Position of each value in ``domain``; -1 for nulls, -2 for unseen values."""
         spec = self.spec
-        null = s.isna().to_numpy()
-        if null.any() and not spec.nullable:
-            raise DataError(
-                f"column {spec.name!r} has {int(null.sum())} missing value(s) but was fitted "
-                "as not nullable"
-            )
+        null = self._null_mask(s)
         if isinstance(s.dtype, pd.CategoricalDtype):
             cats = to_python(s.cat.categories)
             mapping = pd.Index(domain, dtype=object).get_indexer(pd.Index(cats, dtype=object))

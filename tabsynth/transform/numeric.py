@@ -120,12 +120,7 @@ class NumericEncoder(ColumnEncoder):
     def _values(self, s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         """Float values (nulls filled with 0) and the null mask."""
         spec = self.spec
-        null = s.isna().to_numpy()
-        if null.any() and not spec.nullable:
-            raise DataError(
-                f"column {spec.name!r} has {int(null.sum())} missing value(s) but was fitted "
-                "as not nullable"
-            )
+        null = self._null_mask(s)
         if spec.kind == "datetime":
             if spec.datetime_format is not None:
                 parsed = pd.to_datetime(s, format=spec.datetime_format, errors="coerce")
