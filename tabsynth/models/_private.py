@@ -304,6 +304,240 @@ def _grid_bins(lo: float, hi: float, integer: bool) -> int:
     return _MAX_GRID_BINS
 
 
+@dataclass
+class _Plan:
+    """The public half of a DP fit, fixed before any row is read: the schema (with placeholders
+    for DP-derived category lists), the planned Gaussian releases and delta."""
+
+    epsilon: float
+    delta: float
+    metadata: Metadata
+    gaussians: list[GaussianPlan]
+    derive: list[str]
+    cat_cols: list[str]
+    num_cols: list[str]
+    max_grad_norm: float
+    metadata_share: float
+
+    @property
+    def early(self) -> list[str]:
+        """Releases needed before n and the category lists are known (noise from a provisional
+        calibration: the Gaussian sigmas do not depend on the DP-SGD plan)."""
+        return [p.name for p in self.gaussians if p.name in ("row-count", "category-domains")]
+
+    def solve(self, sample_rate: float, steps: int) -> Calibration:
+        """Every noise level for a DP-SGD run of ``steps`` at ``sample_rate``."""
+        try:
+            return calibrate(
+                self.epsilon,
+                self.delta,
+                self.gaussians,
+                DPSGDPlan("dp-sgd", sample_rate, steps, max_grad_norm=self.max_grad_norm),
+                metadata_share=self.metadata_share,
+            )
+        except PrivacyError as exc:  # it quotes an internal share: say it with the user's epsilon
+            if "cannot be met" not in str(exc):
+                raise
+            raise PrivacyError(
+                f"epsilon={self.epsilon:g} is too small for this fit: no allowed noise level "
+                "meets it for every release the fit makes. Raise epsilon, or train fewer epochs "
+                "(fewer noisy steps)"
+            ) from None
+
+
+def plan_private_fit(
+    metadata: Metadata,
+    *,
+    epsilon: float,
+    delta: float | None,
+    max_grad_norm: float,
+    metadata_share: float = 0.1,
+    dp_domains: bool = False,
+) -> _Plan:
+    """Step 1 above, from the settings and the declared schema alone (no row is read, so every
+    refusal here is data-free)."""
+    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):
+        raise PrivacyError(f"epsilon must be a positive number or None, got {epsilon!r}")
+    epsilon = float(epsilon)  # any real number type (np.float32 included)
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise PrivacyError(f"epsilon must be positive and finite, got {epsilon!r}")
+    if delta is not None:  # before any calibration: see check_delta
+        delta = check_delta(delta)
+    metadata = public_schema(metadata)  # a copy: the caller's metadata is not modified
+    derive: list[str] = []
+    if dp_domains:
+        derive = [
+            s.name
+            for s in metadata
+            if s.kind == "categorical" and (s.categories is None or not s.is_public("categories"))
+        ]
+        for name in derive:  # placeholders, replaced by the DP release
+            metadata[name].categories = []
+            metadata[name].origin["categories"] = "dp"
+    problems = metadata.public_problems()
+    if problems:
+        raise PrivacyError(
+            "differential privacy needs a public schema: these facts were learned from the "
+            "data and would leak it. Declare them from a codebook with "
+            "metadata.update_column(...) or Metadata.from_dict(...).declare_public() (do not "
+            "call declare_public() on inferred metadata: it publishes the data's own min/max "
+            "and category lists; on the command line --declare-public does the same), or let "
+            "dp_domains=True derive undeclared category lists with DP: " + "; ".join(problems)
+        )
+    cat_cols = metadata.names_of("categorical", "boolean")
+    num_cols = metadata.names_of("continuous", "integer", "datetime")
+    gaussians = []
+    if cat_cols:
+        gaussians.append(
+            GaussianPlan(
+                "category-histograms",
+                releases=len(cat_cols),
+                what="one Gaussian histogram per categorical/boolean column",
+            )
+        )
+    if num_cols:
+        gaussians.append(
+            GaussianPlan(
+                "numeric-histograms",
+                releases=len(num_cols),
+                what="one Gaussian grid histogram per numeric/datetime column",
+            )
+        )
+    if metadata.n_rows is None:
+        gaussians.append(GaussianPlan("row-count", weight=0.25, what="Gaussian noisy row count"))
+        delta = PRIVATE_N_DELTA if delta is None else delta
+    else:
+        delta = resolve_delta(delta, int(metadata.n_rows))
+    if derive:
+        gaussians.append(
+            GaussianPlan(
+                "category-domains",
+                releases=len(derive),
+                threshold_delta=DOMAIN_DELTA_SHARE * delta / len(derive),
+                what="one thresholded Gaussian histogram per undeclared category list",
+            )
+        )
+    return _Plan(
+        epsilon,
+        float(delta),
+        metadata,
+        gaussians,
+        derive,
+        cat_cols,
+        num_cols,
+        float(max_grad_norm),
+        metadata_share,
+    )
+
+
+def _release_row_count(
+    df: pd.DataFrame,
+    plan: _Plan,
+    provisional: Calibration | None,
+    rng: np.random.Generator,
+    ledger: PrivacyLedger,
+) -> int:
+    """The declared n, or a noisy count; delta must be below 1/n either way."""
+    if plan.metadata.n_rows is not None:
+        return int(plan.metadata.n_rows)
+    n_est = noisy_count(
+        len(df), provisional.sigma("row-count"), rng=rng, ledger=ledger, name="row-count"
+    )
+    if plan.delta >= 1.0 / n_est:
+        raise PrivacyError(
+            f"delta={plan.delta:g} is not below 1/n for this small table (noisy n={n_est}); "
+            "pass a smaller delta"
+        )
+    return n_est
+
+
+def _release_domains(
+    raw: pd.DataFrame,
+    plan: _Plan,
+    provisional: Calibration | None,
+    rng: np.random.Generator,
+    ledger: PrivacyLedger,
+) -> None:
+    """Replace each placeholder category list with its thresholded DP release (dp_domains)."""
+    metadata = plan.metadata
+    for name in plan.derive:
+        rel = dp_category_domain(
+            _domain_values(raw[name]),
+            provisional.sigma("category-domains"),
+            rng=rng,
+            ledger=ledger,
+            name=f"category-domain:{name}",
+            delta=DOMAIN_DELTA_SHARE * plan.delta / len(plan.derive),
+        )
+        if not rel.categories:
+            raise PrivacyError(
+                f"column {name!r}: no category is frequent enough to survive the DP "
+                "threshold (every value is rare, as in an identifier); declare its "
+                "category list, or drop the column"
+            )
+        metadata[name].categories = list(rel.categories)
+        if metadata[name].origin.get("dtype") == "derived":
+            metadata[name].dtype = _derived_dtype(metadata[name])
+
+
+def _release_numeric_histograms(
+    df: pd.DataFrame,
+    probe: TableTransformer,
+    plan: _Plan,
+    cal: Calibration,
+    rng: np.random.Generator,
+    ledger: PrivacyLedger,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One noisy grid histogram per numeric column, in encoder coordinates (they feed the
+    encoders' modes directly): ``{column: (bin centres, noisy counts)}``."""
+    histograms = {}
+    for col in plan.num_cols:
+        values, null = probe.numeric_values(df, col)
+        lo, hi = probe.numeric_bounds(col)
+        integer = plan.metadata[col].kind == "integer"
+        bins = _grid_bins(lo, hi, integer)
+        rel = dp_grid_histogram(
+            np.where(null, np.nan, values),
+            lo,
+            hi,
+            bins,
+            cal.sigma("numeric-histograms"),
+            rng=rng,
+            ledger=ledger,
+            name=f"numeric-histogram:{col}",
+        )
+        centres = rel.centers()
+        if integer and bins == int(hi - lo + 1):
+            centres = np.arange(lo, hi + 1, dtype=np.float64)
+        histograms[col] = (centres, rel.counts)
+    return histograms
+
+
+def _release_category_probs(
+    X: np.ndarray,
+    transformer: TableTransformer,
+    plan: _Plan,
+    cal: Calibration,
+    rng: np.random.Generator,
+    ledger: PrivacyLedger,
+) -> dict[str, np.ndarray]:
+    """One noisy histogram per categorical/boolean column, over its one-hot span of ``X``."""
+    probs = {}
+    for col in plan.cat_cols:
+        span = transformer.category_span(col)
+        positions = np.argmax(X[:, span.start : span.stop], axis=1)
+        rel = dp_histogram(
+            positions,
+            list(range(span.width)),
+            cal.sigma("category-histograms"),
+            rng=rng,
+            ledger=ledger,
+            name=f"category-histogram:{col}",
+        )
+        probs[col] = rel.probabilities()
+    return probs
+
+
 def prepare_private_fit(
     df: pd.DataFrame,
     metadata: Metadata,
@@ -325,183 +559,40 @@ def prepare_private_fit(
     seen once survives with probability at most its share of delta), charged to the budget;
     values outside the released domain go to the ``other`` slot.
     """
-    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):
-        raise PrivacyError(f"epsilon must be a positive number or None, got {epsilon!r}")
-    epsilon = float(epsilon)  # any real number type (np.float32 included)
-    if not math.isfinite(epsilon) or epsilon <= 0:
-        raise PrivacyError(f"epsilon must be positive and finite, got {epsilon!r}")
-    if delta is not None:  # data-free, before any calibration or read: see check_delta
-        delta = check_delta(delta)
-    metadata = public_schema(metadata)  # a copy: the caller's metadata is not modified
-    derive: list[str] = []
-    if dp_domains:
-        derive = [
-            s.name
-            for s in metadata
-            if s.kind == "categorical" and (s.categories is None or not s.is_public("categories"))
-        ]
-        for name in derive:  # placeholders, replaced by the DP release below
-            metadata[name].categories = []
-            metadata[name].origin["categories"] = "dp"
-    problems = metadata.public_problems()
-    if problems:
-        raise PrivacyError(
-            "differential privacy needs a public schema: these facts were learned from the "
-            "data and would leak it. Declare them from a codebook with "
-            "metadata.update_column(...) or Metadata.from_dict(...).declare_public() (do not "
-            "call declare_public() on inferred metadata: it publishes the data's own min/max "
-            "and category lists; on the command line --declare-public does the same), or let "
-            "dp_domains=True derive undeclared category lists with DP: " + "; ".join(problems)
-        )
-    # from here on the rows are read, and nothing below refuses because of what they hold
-    raw = df
-    df = private_frame(df, metadata)
-    rng = _secret_rng("metadata-noise")  # never from random_state, never saved
-    n_public = metadata.n_rows
-    cat_cols = metadata.names_of("categorical", "boolean")
-    num_cols = metadata.names_of("continuous", "integer", "datetime")
-    plans = []
-    if cat_cols:
-        plans.append(
-            GaussianPlan(
-                "category-histograms",
-                releases=len(cat_cols),
-                what="one Gaussian histogram per categorical/boolean column",
-            )
-        )
-    if num_cols:
-        plans.append(
-            GaussianPlan(
-                "numeric-histograms",
-                releases=len(num_cols),
-                what="one Gaussian grid histogram per numeric/datetime column",
-            )
-        )
-    if n_public is None:
-        plans.append(GaussianPlan("row-count", weight=0.25, what="Gaussian noisy row count"))
-        delta = PRIVATE_N_DELTA if delta is None else float(delta)
-    else:
-        delta = resolve_delta(delta, int(n_public))
-    if derive:
-        plans.append(
-            GaussianPlan(
-                "category-domains",
-                releases=len(derive),
-                threshold_delta=DOMAIN_DELTA_SHARE * delta / len(derive),
-                what="one thresholded Gaussian histogram per undeclared category list",
-            )
-        )
-
-    ledger = PrivacyLedger(
+    plan = plan_private_fit(
+        metadata,
+        epsilon=epsilon,
         delta=delta,
-        n_treatment="public (declared)" if n_public is not None else "noisy count",
+        max_grad_norm=max_grad_norm,
+        metadata_share=metadata_share,
+        dp_domains=dp_domains,
+    )
+    ledger = PrivacyLedger(
+        delta=plan.delta,
+        n_treatment="public (declared)" if plan.metadata.n_rows is not None else "noisy count",
         schema_source="declared",
     )
+    # from here on the rows are read, and nothing below refuses because of what they hold
+    frame = private_frame(df, plan.metadata)
+    rng = _secret_rng("metadata-noise")  # never from random_state, never saved
+    provisional = plan.solve(0.01, 1) if plan.early else None
+    n_est = _release_row_count(frame, plan, provisional, rng, ledger)
+    _release_domains(df, plan, provisional, rng, ledger)  # before the probe: it needs them
+    probe = TableTransformer(plan.metadata, random_state=seed)
 
-    def solve(sample_rate: float, steps: int) -> Calibration:
-        try:
-            return calibrate(
-                epsilon,
-                delta,
-                plans,
-                DPSGDPlan("dp-sgd", sample_rate, steps, max_grad_norm=max_grad_norm),
-                metadata_share=metadata_share,
-            )
-        except PrivacyError as exc:  # it quotes an internal share: say it with the user's epsilon
-            if "cannot be met" not in str(exc):
-                raise
-            raise PrivacyError(
-                f"epsilon={epsilon:g} is too small for this fit: no allowed noise level meets "
-                "it for every release the fit makes. Raise epsilon, or train fewer epochs "
-                "(fewer noisy steps)"
-            ) from None
-
-    # the Gaussian sigmas do not depend on the DP-SGD plan (the metadata share is solved on its
-    # own), so a provisional plan gives the noise of the releases needed before n and the
-    # category lists are known: the row count and the category domains
-    early = [p.name for p in plans if p.name in ("row-count", "category-domains")]
-    provisional = solve(0.01, 1) if early else None
-    if n_public is None:
-        n_est = noisy_count(
-            len(df), provisional.sigma("row-count"), rng=rng, ledger=ledger, name="row-count"
-        )
-        if delta >= 1.0 / n_est:
-            raise PrivacyError(
-                f"delta={delta:g} is not below 1/n for this small table (noisy n={n_est}); "
-                "pass a smaller delta"
-            )
-    else:
-        n_est = int(n_public)
     expected_batch = int(min(batch_size, n_est))
-    if derive:  # before the probe transformer, which needs every category list
-        for name in derive:
-            rel = dp_category_domain(
-                _domain_values(raw[name]),
-                provisional.sigma("category-domains"),
-                rng=rng,
-                ledger=ledger,
-                name=f"category-domain:{name}",
-                delta=DOMAIN_DELTA_SHARE * delta / len(derive),
-            )
-            if not rel.categories:
-                raise PrivacyError(
-                    f"column {name!r}: no category is frequent enough to survive the DP "
-                    "threshold (every value is rare, as in an identifier); declare its "
-                    "category list, or drop the column"
-                )
-            metadata[name].categories = list(rel.categories)
-            if metadata[name].origin.get("dtype") == "derived":
-                metadata[name].dtype = _derived_dtype(metadata[name])
-    probe = TableTransformer(metadata, random_state=seed)
-
-    # numeric histograms are taken in encoder coordinates so they feed the encoder directly
-    numeric_values = {c: probe.numeric_values(df, c) for c in num_cols}
     sample_rate = expected_batch / n_est
     steps_per_epoch = int(1 / sample_rate)  # what Opacus' DPDataLoader runs per epoch
-    steps = dpsgd_steps(int(epochs), steps_per_epoch, int(critic_steps))
-    cal = solve(sample_rate, steps)
-    for name in early:
+    cal = plan.solve(sample_rate, dpsgd_steps(int(epochs), steps_per_epoch, int(critic_steps)))
+    for name in plan.early:
         if not math.isclose(cal.sigma(name), provisional.sigma(name), rel_tol=1e-12):
             raise PrivacyError(f"internal: the {name} noise changed between calibrations")
 
-    histograms = {}
-    for col in num_cols:
-        values, null = numeric_values[col]
-        lo, hi = probe.numeric_bounds(col)
-        bins = _grid_bins(lo, hi, metadata[col].kind in ("integer",))
-        x = np.where(null, np.nan, values)
-        rel = dp_grid_histogram(
-            x,
-            lo,
-            hi,
-            bins,
-            cal.sigma("numeric-histograms"),
-            rng=rng,
-            ledger=ledger,
-            name=f"numeric-histogram:{col}",
-        )
-        centres = rel.centers()
-        if bins == int(hi - lo + 1) and metadata[col].kind == "integer":
-            centres = np.arange(lo, hi + 1, dtype=np.float64)
-        histograms[col] = (centres, rel.counts)
-
+    histograms = _release_numeric_histograms(frame, probe, plan, cal, rng, ledger)
     # ``seed`` (from random_state) only names the transformer's public decoding stream; the
     # encoding draws of the private rows (mixture modes) come from a secret seed
-    transformer = TableTransformer(metadata, random_state=seed).fit_public(histograms)
-    X = transformer.transform(df, random_state=secret_seed("encoding"))
-    category_probs = {}
-    for col in cat_cols:
-        span = transformer.category_span(col)
-        positions = np.argmax(X[:, span.start : span.stop], axis=1)
-        rel = dp_histogram(
-            positions,
-            list(range(span.width)),
-            cal.sigma("category-histograms"),
-            rng=rng,
-            ledger=ledger,
-            name=f"category-histogram:{col}",
-        )
-        category_probs[col] = rel.probabilities()
+    transformer = TableTransformer(plan.metadata, random_state=seed).fit_public(histograms)
+    X = transformer.transform(frame, random_state=secret_seed("encoding"))
     return PrivateFit(
         ledger,
         cal,
@@ -510,8 +601,8 @@ def prepare_private_fit(
         n_est,
         expected_batch,
         steps_per_epoch,
-        category_probs,
-        metadata,
+        _release_category_probs(X, transformer, plan, cal, rng, ledger),
+        plan.metadata,
     )
 
 
