@@ -11,18 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from tabsynth._plots import MAX_PANELS, NOT_LOSSES, draw_history
 from tabsynth.errors import DataError
 
+if TYPE_CHECKING:  # annotations only: base imports this module
+    from tabsynth.models.base import BaseSynthesizer
+
 
 class Callback(Protocol):
     """Anything with ``on_epoch_end(model, row)``: ``row`` is the epoch's history row."""
 
-    def on_epoch_end(self, model: Any, row: dict[str, float]) -> None: ...
+    def on_epoch_end(self, model: BaseSynthesizer, row: dict[str, float]) -> None: ...
 
 
 def check_callbacks(callbacks: Any) -> list[Callback]:
@@ -84,7 +87,7 @@ class Tracker:
         out["epsilon_spent"] = float(self.private.ledger.epsilon())
         return out
 
-    def epoch_end(self, model: Any, row: dict[str, float]) -> None:
+    def epoch_end(self, model: BaseSynthesizer, row: dict[str, float]) -> None:
         if not self.active:
             return
         public = self.public_row(row)

@@ -20,13 +20,16 @@ Condition values:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from tabsynth.errors import DataError, SamplingError
+
+if TYPE_CHECKING:  # annotations only: base imports this module
+    from tabsynth.models.base import BaseSynthesizer
 
 #: generate at most this many rows per requested row (and at least ``MIN_BUDGET``) per condition
 MAX_TRIES = 100
@@ -55,7 +58,7 @@ def _check_n_rows(n_rows: Any) -> int:
 class _Condition:
     """One validated condition on one column: ``mask(series)`` says which rows satisfy it."""
 
-    def __init__(self, model: Any, column: Any, value: Any) -> None:
+    def __init__(self, model: BaseSynthesizer, column: Any, value: Any) -> None:
         meta = model.metadata_
         if column not in meta.columns:
             raise SamplingError(
@@ -180,7 +183,9 @@ def _align_tz(s: pd.Series, ts: Any) -> Any:
     return ts
 
 
-def _parse(model: Any, conditions: Any, n_rows: Any) -> tuple[int, list[tuple[np.ndarray, list]]]:
+def _parse(
+    model: BaseSynthesizer, conditions: Any, n_rows: Any
+) -> tuple[int, list[tuple[np.ndarray, list]]]:
     """→ (total rows, [(row positions, [_Condition, ...]), ...]) one entry per distinct request."""
     if isinstance(conditions, dict):
         n = _check_n_rows(n_rows)
@@ -232,7 +237,7 @@ def _parse(model: Any, conditions: Any, n_rows: Any) -> tuple[int, list[tuple[np
 
 
 def _sample_group(
-    model: Any, k: int, conds: list[_Condition], generator: torch.Generator
+    model: BaseSynthesizer, k: int, conds: list[_Condition], generator: torch.Generator
 ) -> tuple[pd.DataFrame, int, int]:
     """``k`` rows meeting every condition, the rows generated, and how many of those matched."""
     hint = {c.column: c.value for c in conds if c.hint} or None
@@ -293,7 +298,7 @@ def _sample_group(
 
 
 def sample_with_conditions(
-    model: Any, n_rows: Any, conditions: Any, generator: torch.Generator
+    model: BaseSynthesizer, n_rows: Any, conditions: Any, generator: torch.Generator
 ) -> pd.DataFrame:
     """Sample ``model`` (fitted ``BaseSynthesizer``) so that every row meets its condition."""
     n, groups = _parse(model, conditions, n_rows)
