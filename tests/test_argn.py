@@ -185,8 +185,10 @@ def test_bad_hyper_parameters(table, params):
 
 
 def test_epochs_none_only_for_models_that_choose_their_length(table):
+    from toy_model import IndependentMarginals
+
     with pytest.raises(HyperParameterError, match="epochs"):
-        tabsynth.TVAE(epochs=None, verbose=False).fit(table)
+        IndependentMarginals(epochs=None, verbose=False).fit(table)
 
 
 # ---------------------------------------------------------------------- DP

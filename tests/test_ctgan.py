@@ -265,3 +265,14 @@ def test_no_warnings_on_a_clean_fit(patients: pd.DataFrame) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         CTGAN(random_state=0, device="cpu", **{**TINY, "epochs": 1}).fit(patients)
+
+
+def test_epochs_none_fits_the_schedule_to_the_table(patients: pd.DataFrame) -> None:
+    """#18: without a held-out likelihood CTGAN's epochs=None is a schedule from the table
+    size: a batch of ~10 steps per epoch (a multiple of pac) and max_steps generator steps."""
+    small = patients.head(300)
+    model = CTGAN(**{**TINY, "epochs": None, "max_steps": 60}).fit(small)
+    assert model.batch_size_ == 30 and model.batch_size_ % 5 == 0  # 300 rows // 10, pac 5
+    assert len(model.history_) == 6  # 60 steps of 300 // 30 = 10 per epoch
+    exact = CTGAN(**{**TINY, "epochs": 2}).fit(small)
+    assert len(exact.history_) == 2 and exact.batch_size_ == TINY["batch_size"]

@@ -300,3 +300,13 @@ def test_dp_refusals_come_before_any_row_is_read(cls: type, patients, monkeypatc
         meta = tabsynth.Metadata.infer(patients)
         with pytest.raises(PrivacyError, match="no differentially private training"):
             make(cls).set_params(epsilon=1.0).fit(patients, meta)
+
+
+@pytest.mark.parametrize("cls", [ARGN, CTGAN, TVAE], ids=lambda c: c.__name__)
+def test_dp_plan_length_with_epochs_none_comes_from_epsilon_alone(cls: type) -> None:
+    """Under DP ``epochs=None`` is a fixed plan from the settings (nothing selected on
+    private data): round(4 * epsilon) epochs, clipped to 2-30; ``epochs=N`` stays N."""
+    assert cls(epochs=None, epsilon=1.0)._private_epochs() == 4
+    assert cls(epochs=None, epsilon=0.1)._private_epochs() == 2
+    assert cls(epochs=None, epsilon=50.0)._private_epochs() == 30
+    assert cls(epochs=7, epsilon=1.0)._private_epochs() == 7

@@ -235,7 +235,8 @@ def test_defaults_match_the_reference_tvae():
     p = TVAE().get_params()
     assert p["embedding_dim"] == 128 and p["compress_dims"] == (128, 128)
     assert p["decompress_dims"] == (128, 128) and p["l2scale"] == 1e-5
-    assert p["batch_size"] == 500 and p["epochs"] == 300 and p["loss_factor"] == 2
+    # one deliberate difference: epochs=None (stop on the validation ELBO) instead of 300
+    assert p["batch_size"] == 500 and p["epochs"] is None and p["loss_factor"] == 2
     assert p["kl_weight"] == 1.0 and p["device"] == "auto" and p["max_fit_samples"] == 20_000
     assert p["epsilon"] is None and p["accountant"] == "prv" and p["max_grad_norm"] == 1.0
     assert "kl_weight=0.5" in repr(TVAE(kl_weight=0.5))
@@ -441,3 +442,48 @@ def test_generate_matches_per_span_reference(small_frame):
                     k = min(int((cdf[i] < u[i, r, 0]).sum()), len(cols) - 1)
                     want[i, layout.perm[cols[k]]] = 1.0
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------- epochs=None (#18)
+def test_epochs_none_holds_out_rows_and_stops_within_the_budget(small_frame):
+    model = fast(epochs=None, max_steps=600, patience=2).fit(small_frame)
+    hist = model.history_
+    val = hist["val_loss"].dropna()
+    assert len(val) >= 2 and np.isfinite(val).all()
+    # 270 training rows after the 10 % holdout: batch capped for ~10 steps per epoch
+    assert model.batch_size_ == 32
+    per_epoch = math.ceil(270 / 32)
+    assert len(hist) * per_epoch < 600 + per_epoch  # the step budget bounds the fit
+    # the learning rate only ever halves, once per validation stall
+    lr = hist["lr"].to_numpy()
+    assert (np.diff(lr) <= 0).all() and set(np.round(lr[0] / lr).astype(int)) <= {
+        2**k for k in range(10)
+    }
+
+
+def test_epochs_none_restores_the_best_validation_weights(small_frame, monkeypatch):
+    from tabsynth.models import _stopping
+
+    restored = []
+    real = _stopping.EarlyStopping.restore
+
+    def spy(self):
+        restored.append((self.best, self.stall))
+        real(self)
+
+    monkeypatch.setattr(_stopping.EarlyStopping, "restore", spy)
+    model = fast(epochs=None, max_steps=400, patience=1).fit(small_frame)
+    ((best, _stall),) = restored
+    assert best == pytest.approx(model.history_["val_loss"].min())
+
+
+def test_epochs_number_is_exact_and_uses_no_holdout(small_frame):
+    model = fast(epochs=3).fit(small_frame)
+    assert len(model.history_) == 3 and "val_loss" not in model.history_
+    assert model.batch_size_ == 100
+
+
+def test_epochs_none_is_reproducible(small_frame):
+    a = fast(epochs=None, max_steps=200, random_state=4).fit(small_frame)
+    b = fast(epochs=None, max_steps=200, random_state=4).fit(small_frame)
+    pd.testing.assert_frame_equal(a.sample(50, random_state=1), b.sample(50, random_state=1))

@@ -46,6 +46,13 @@ from torch.nn import functional as F
 from tabsynth.errors import DataError, SamplingError
 from tabsynth.models import _nn
 from tabsynth.models._params import check_int, check_number
+from tabsynth.models._stopping import (
+    EarlyStopping,
+    auto_batch,
+    eval_every,
+    holdout_size,
+    step_budget,
+)
 from tabsynth.models.base import BaseSynthesizer, fitted_int
 
 if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
@@ -450,13 +457,6 @@ class ARGN(BaseSynthesizer):
         check_number("dropout", self.dropout, high=1.0)
         check_number("validation_share", self.validation_share, low_open=True, high=0.5)
 
-    def _private_epochs(self) -> int:
-        """The DP plan's epochs, fixed before training: ``epochs`` or a default from epsilon."""
-        if self.epochs is not None:
-            return int(self.epochs)
-        eps = float(self.epsilon)  # type: ignore[arg-type]
-        return int(min(max(round(4 * eps), 2), 30))
-
     # -- building -----------------------------------------------------------------------------
     def _build(self) -> None:
         self._layout = _Layout(self.transformer_, int(self.value_bins))
@@ -483,47 +483,33 @@ class ARGN(BaseSynthesizer):
         return self._layout.visible(rank)[0]
 
     # -- training -----------------------------------------------------------------------------
-    def _budget(self, n_train: int, batch: int) -> int:
-        if self.max_steps is not None:
-            return int(self.max_steps)
-        per_epoch = max(1, math.ceil(n_train / batch))
-        return int(min(max(3000, 20 * per_epoch), 100 * per_epoch, 20_000))
-
     def _train(self, X: torch.Tensor) -> None:
         gen, dev, net = self._train_generator, self.device_, self.net_
         codes = self._layout.encode(X)
         n = codes.shape[0]
         opt = _nn.adam(net.parameters(), float(self.learning_rate), float(self.weight_decay))
         auto = self.epochs is None
-        if auto:
-            n_val = max(1, int(round(float(self.validation_share) * n)))
-            if n - n_val < 2:
-                n_val = 0
-        else:
-            n_val = 0
+        n_val = holdout_size(n, self.validation_share) if auto else 0
         perm = torch.randperm(n, generator=gen, device=dev)
         val, train = codes[perm[:n_val]], codes[perm[n_val:]]
         n_train = train.shape[0]
         B = int(min(self.batch_size_, n_train))
-        if auto:  # small tables: at least ~10 steps per epoch, so the budget is not 2-step epochs
-            B = int(max(min(B, n_train // 10), min(32, B)))
-            self.batch_size_ = B
+        if auto:
+            B = self.batch_size_ = auto_batch(B, n_train)
         per_epoch = max(1, math.ceil(n_train / B))
         if auto:
-            budget = self._budget(n_train, B)
+            budget = step_budget(n_train, B, self.max_steps)
             max_epochs = max(1, math.ceil(budget / per_epoch))
-            # evaluate at least every 50 steps on tiny tables (an epoch there is 1-2 steps)
-            eval_every = max(1, math.ceil(50 / per_epoch))
+            every = eval_every(per_epoch)
         else:
-            max_epochs, eval_every = int(self.epochs), 1
+            max_epochs, every = int(self.epochs), 1
         # validation: fixed orders (one per slice of the held-out rows), the same every time
         val_parts = (
             [(part, self._order(gen)) for part in torch.tensor_split(val, min(8, max(n_val, 1)))]
             if n_val
             else []
         )
-        best, best_state, stall = math.inf, None, 0
-        lr = float(self.learning_rate)
+        stopper = EarlyStopping({"net": net}, int(self.patience), opt, float(self.learning_rate))
         p_drop = float(self.dropout)
         self._start_bar(max_epochs if not auto else None)
         try:
@@ -549,7 +535,7 @@ class ARGN(BaseSynthesizer):
                     seen += cb.shape[0]
                     steps += 1
                 epoch += 1
-                if epoch % eval_every and epoch < max_epochs:
+                if epoch % every and epoch < max_epochs:
                     continue
                 row: dict[str, float] = {"loss": float(sum_loss) / max(seen, 1)}
                 sum_loss.zero_()
@@ -558,21 +544,14 @@ class ARGN(BaseSynthesizer):
                     with torch.no_grad():
                         v = sum(float(net.nll(p, o).sum()) for p, o in val_parts) / n_val
                     row["val_loss"] = v
-                    if v < best - 1e-4 * abs(best if math.isfinite(best) else v):
-                        best, stall = v, 0
-                        best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
-                    else:
-                        stall += 1
-                        lr *= 0.5
-                        opt.lr = lr
-                row["lr"] = lr
+                    stopper.update(v)
+                row["lr"] = stopper.lr
                 self._log_epoch(**row)
-                if auto and (stall >= int(self.patience) or steps >= budget):
+                if auto and (stopper.done or steps >= budget):
                     break
         finally:
             self._bar.close()
-        if best_state is not None:
-            net.load_state_dict(best_state)
+        stopper.restore()
         self.epochs_trained_ = int(epoch)
         self.steps_trained_ = int(steps)
 

@@ -482,9 +482,12 @@ class BaseSynthesizer:
         return None
 
     def _private_epochs(self) -> int:
-        """Epochs of the DP plan, fixed before training (a model with ``_auto_epochs`` derives
-        them from its hyper-parameters when ``epochs=None``)."""
-        return int(self.epochs)
+        """Epochs of the DP plan, fixed before training: ``epochs``, or with ``epochs=None``
+        ``round(4 * epsilon)`` clipped to 2-30 (from the settings alone, nothing selected on
+        private data; measured in docs/benchmarks.md)."""
+        if self.epochs is not None:
+            return int(self.epochs)
+        return int(min(max(round(4 * float(self.epsilon)), 2), 30))
 
     def _critic_steps(self) -> int:
         """Noisy optimizer steps per batch of the private loop (CTGAN: discriminator steps)."""
@@ -529,12 +532,14 @@ class BaseSynthesizer:
         return new
 
     # -- progress and history -------------------------------------------------------------
-    def _epochs(self) -> Iterator[int]:
-        """Epoch indices with a tqdm bar (``verbose``); pair with ``_log_epoch`` per epoch."""
+    def _epochs(self, total: int | None = None) -> Iterator[int]:
+        """Epoch indices with a tqdm bar (``verbose``); pair with ``_log_epoch`` per epoch.
+
+        ``total``: the most epochs the loop may run (``epochs=None``: it may stop earlier)."""
         from tqdm.auto import tqdm
 
         self._bar = tqdm(
-            range(int(self.epochs)),
+            range(int(self.epochs) if total is None else int(total)),
             desc=type(self).__name__,
             unit="epoch",
             disable=not self.verbose,

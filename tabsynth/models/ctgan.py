@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -14,6 +15,7 @@ from torch.nn import functional as F
 from tabsynth.errors import PrivacyError
 from tabsynth.models import _nn
 from tabsynth.models._params import check_dims, check_int, check_number
+from tabsynth.models._stopping import auto_batch, step_budget
 from tabsynth.models.base import BaseSynthesizer
 from tabsynth.privacy.ghost import LinearUse, clip_linear_uses, write_linear_grads
 
@@ -331,8 +333,12 @@ class CTGAN(BaseSynthesizer):
     pac : int, default=10
         Rows the critic judges together (PacGAN, against mode collapse). Set to 1 under DP,
         where each example must be one row (warned).
-    epochs : int, default=300
-        Passes over the table.
+    epochs : int or None, default=300
+        Passes over the table. ``None``: a training length fitted to the table, with no
+        validation (a GAN has no held-out likelihood to stop on): the batch is capped so an
+        epoch has about 10 steps on small tables and training runs 15,000 steps, but at most
+        300 epochs and 20,000 steps (or ``max_steps``). Under DP ``None`` means a fixed plan
+        of ``round(4 * epsilon)`` epochs (2-30).
     device : {"auto", "cpu", "cuda"} or torch device string, default="auto"
         ``"auto"`` trains on CUDA when available. A model trained on a GPU loads on CPU.
     verbose : bool, default=True
@@ -359,6 +365,8 @@ class CTGAN(BaseSynthesizer):
         by their frequency: ``"auto"`` is max(5, 0.1 % of rows) in columns of over 50 distinct
         values; a float < 1 is a share of rows, a number >= 1 a count, ``None`` no grouping.
         Ignored under DP (the domain is declared or DP-derived).
+    max_steps : int or None, default=None
+        With ``epochs=None``: the number of generator steps (default: from the table size).
 
     Attributes
     ----------
@@ -404,7 +412,7 @@ class CTGAN(BaseSynthesizer):
         discriminator_steps: int = 1,
         log_frequency: bool = True,
         pac: int = 10,
-        epochs: int = 300,
+        epochs: int | None = 300,
         device: str = "auto",
         verbose: bool = True,
         random_state: int | None = None,
@@ -415,6 +423,7 @@ class CTGAN(BaseSynthesizer):
         accountant: str = "prv",
         dp_domains: bool = False,
         rare_threshold: float | str | None = "auto",
+        max_steps: int | None = None,
     ) -> None:
         self.embedding_dim = embedding_dim
         self.generator_dim = generator_dim
@@ -438,7 +447,10 @@ class CTGAN(BaseSynthesizer):
         self.accountant = accountant
         self.dp_domains = dp_domains
         self.rare_threshold = rare_threshold
+        self.max_steps = max_steps
 
+    #: ``epochs=None`` chooses the training length from the table size
+    _auto_epochs: ClassVar[bool] = True
     #: one generator forward per iteration: the last critic step's fakes (and conditions)
     #: also feed the generator step, DCGAN-style. Turn off where the generator must not see
     #: conditions derived from real rows (the DP path draws them from DP frequencies instead).
@@ -452,6 +464,7 @@ class CTGAN(BaseSynthesizer):
     def _check_params(self) -> None:
         for name in ("embedding_dim", "pac", "discriminator_steps"):
             check_int(name, getattr(self, name))
+        check_int("max_steps", self.max_steps, optional=True)
         for name in ("generator_dim", "discriminator_dim"):
             check_dims(name, getattr(self, name))
         for name in ("generator_lr", "discriminator_lr"):
@@ -616,9 +629,17 @@ class CTGAN(BaseSynthesizer):
         G, D = self.generator_, self.discriminator_
         opt_g = _adam(G, self.generator_lr, self.generator_decay)
         opt_d = _adam(D, self.discriminator_lr, self.discriminator_decay)
-        B, pac, emb = self.batch_size_, self._pac(), int(self.embedding_dim)
+        pac, emb = self._pac(), int(self.embedding_dim)
         n = X.shape[0]
+        if self.epochs is None:  # small tables: ~10 steps per epoch, a multiple of pac
+            self.batch_size_ = max(2 * pac, auto_batch(self.batch_size_, n) // pac * pac)
+        B = self.batch_size_
         steps = max(n // B, 1)
+        if self.epochs is None:
+            budget = step_budget(n, B, self.max_steps, max_epochs=300, min_steps=15_000)
+            max_epochs = max(1, math.ceil(budget / steps))
+        else:
+            max_epochs = int(self.epochs)
         has_cond = sampler.cond_dim > 0
         dev = self.device_
         log_freq = bool(self.log_frequency)
@@ -637,7 +658,7 @@ class CTGAN(BaseSynthesizer):
             rows = sampler.draw_rows(g, gen) if with_rows else None
             return g, sampler.one_hot(g), rows
 
-        for _epoch in self._epochs():
+        for _epoch in self._epochs(max_epochs):
             sum_d = torch.zeros((), device=dev)
             sum_g = torch.zeros((), device=dev)
             for _ in range(steps):

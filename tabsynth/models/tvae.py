@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -15,6 +15,13 @@ from torch.nn import functional as F
 from tabsynth.errors import DataError
 from tabsynth.models import _nn
 from tabsynth.models._params import check_dims, check_int, check_number
+from tabsynth.models._stopping import (
+    EarlyStopping,
+    auto_batch,
+    eval_every,
+    holdout_size,
+    step_budget,
+)
 from tabsynth.models.base import BaseSynthesizer
 from tabsynth.privacy.ghost import LinearUse, clip_linear_uses, write_linear_grads
 
@@ -368,8 +375,13 @@ class TVAE(BaseSynthesizer):
     batch_size : int, default=500
         Rows per step, capped by the table size (warned). Under DP it is the expected size of
         the Poisson batches.
-    epochs : int, default=300
-        Passes over the table.
+    epochs : int or None, default=300
+        Passes over the table. ``None``: train until the validation loss (the ELBO of a
+        held-out ``validation_share`` of the rows) stops improving, halving the learning rate
+        at each stall, within a step budget (15,000 steps, but at most 400 epochs and 20,000
+        steps; or ``max_steps``), and keep the best weights; on small tables the batch is
+        capped so an epoch has about 10 steps. Under DP ``None`` means a fixed plan
+        of ``round(4 * epsilon)`` epochs (2-30), nothing selected on private data.
     loss_factor : float, default=2.0
         Weight of the reconstruction term.
     kl_weight : float, default=1.0
@@ -392,6 +404,12 @@ class TVAE(BaseSynthesizer):
         Per-example gradient clipping norm of DP-SGD (exact ghost clipping).
     accountant : {"prv"}, default="prv"
         Privacy accountant of the ledger (PRV, with an RDP cross-check in the report).
+    max_steps : int or None, default=None
+        With ``epochs=None``: the step budget (default: grows with the table).
+    patience : int, default=4
+        With ``epochs=None``: validation stalls before training stops.
+    validation_share : float, default=0.1
+        With ``epochs=None``: the share of the rows held out for the validation loss.
     dp_domains : bool, default=False
         Under DP, derive undeclared category lists with a thresholded noisy histogram (paid
         from epsilon; rare values are dropped).
@@ -432,6 +450,9 @@ class TVAE(BaseSynthesizer):
     True
     """
 
+    #: ``epochs=None`` trains until the validation ELBO stops improving
+    _auto_epochs: ClassVar[bool] = True
+
     def __init__(
         self,
         embedding_dim: int = 128,
@@ -439,7 +460,7 @@ class TVAE(BaseSynthesizer):
         decompress_dims: Sequence[int] = (128, 128),
         l2scale: float = 1e-5,
         batch_size: int = 500,
-        epochs: int = 300,
+        epochs: int | None = None,
         loss_factor: float = 2.0,
         kl_weight: float = 1.0,
         device: str = "auto",
@@ -452,6 +473,9 @@ class TVAE(BaseSynthesizer):
         accountant: str = "prv",
         dp_domains: bool = False,
         rare_threshold: float | str | None = "auto",
+        max_steps: int | None = None,
+        patience: int = 4,
+        validation_share: float = 0.1,
     ) -> None:
         self.embedding_dim = embedding_dim
         self.compress_dims = compress_dims
@@ -471,6 +495,9 @@ class TVAE(BaseSynthesizer):
         self.accountant = accountant
         self.dp_domains = dp_domains
         self.rare_threshold = rare_threshold
+        self.max_steps = max_steps
+        self.patience = patience
+        self.validation_share = validation_share
 
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -480,6 +507,9 @@ class TVAE(BaseSynthesizer):
         check_number("loss_factor", self.loss_factor, low_open=True)
         check_number("kl_weight", self.kl_weight)
         check_number("l2scale", self.l2scale)
+        check_int("max_steps", self.max_steps, optional=True)
+        check_int("patience", self.patience)
+        check_number("validation_share", self.validation_share, low_open=True, high=0.5)
 
     # -- networks -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -518,7 +548,24 @@ class TVAE(BaseSynthesizer):
         n, B, emb = Xp.shape[0], int(self.batch_size_), int(self.embedding_dim)
         rf, kw = float(self.loss_factor), float(self.kl_weight)
         opt = self._optimizer()
-        for _epoch in self._epochs():
+        auto = self.epochs is None
+        n_val = holdout_size(n, self.validation_share) if auto else 0
+        val = val_noise = None
+        if n_val:  # epochs=None: a held-out slice and fixed noise for the validation ELBO
+            perm = torch.randperm(n, generator=gen, device=dev)
+            val, Xp = Xp[perm[:n_val]], Xp[perm[n_val:]]
+            n = Xp.shape[0]
+            val_noise = torch.randn(n_val, emb, generator=gen, device=dev)
+        if auto:
+            B = self.batch_size_ = auto_batch(B, n)
+            per_epoch = max(1, math.ceil(n / B))
+            budget = step_budget(n, B, self.max_steps, max_epochs=400, min_steps=15_000)
+            max_epochs, every = max(1, math.ceil(budget / per_epoch)), eval_every(per_epoch)
+        else:
+            max_epochs, every, budget = int(self.epochs), 1, math.inf
+        stopper = EarlyStopping({"vae": vae}, int(self.patience), opt, _LR)
+        steps = 0
+        for epoch in self._epochs(max_epochs):
             sum_rec = torch.zeros((), device=dev)
             sum_kl = torch.zeros((), device=dev)
             # one gather per epoch, then contiguous batch views (not one gather per batch)
@@ -532,10 +579,25 @@ class TVAE(BaseSynthesizer):
                 vae.log_scale.clamp_()
                 sum_rec += terms.reconstruction.sum()
                 sum_kl += terms.kl.sum()
+                steps += 1
             rec_mean, kl_mean = (sum_rec / n).item(), (sum_kl / n).item()
-            self._log_epoch(
-                loss=rf * rec_mean + kw * kl_mean, reconstruction_loss=rec_mean, kl_loss=kl_mean
-            )
+            row = {
+                "loss": rf * rec_mean + kw * kl_mean,
+                "reconstruction_loss": rec_mean,
+                "kl_loss": kl_mean,
+            }
+            last = epoch + 1 == max_epochs or steps >= budget
+            if val is not None and ((epoch + 1) % every == 0 or last):
+                with torch.no_grad():
+                    t = self._elbo_terms(val, val_noise)
+                    row["val_loss"] = float((rf * t.reconstruction + kw * t.kl).mean())
+                stopper.update(row["val_loss"])
+            if auto:
+                row["lr"] = stopper.lr
+            self._log_epoch(**row)
+            if auto and (stopper.done or steps >= budget):
+                break
+        stopper.restore()
 
     def _train_private(self, private: PrivateFit) -> None:
         """DP-SGD for the whole VAE (encoder, decoder and log-scales under one DPOptimizer).
