@@ -43,7 +43,7 @@ def split(name: str, max_train: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     return train.reset_index(drop=True), test.reset_index(drop=True), target
 
 
-def run(name: str, model_name: str, seed: int, epochs: int, max_train: int) -> dict:
+def run(name: str, model_name: str, seed: int, epochs: int | None, max_train: int) -> dict:
     train, test, target = split(name, max_train)
     shares = train[target].value_counts(normalize=True)
     model = getattr(tabsynth, model_name)(epochs=epochs, random_state=seed, verbose=False)
@@ -74,9 +74,14 @@ def run(name: str, model_name: str, seed: int, epochs: int, max_train: int) -> d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tables", nargs="+", default=list(TABLES))
-    p.add_argument("--models", nargs="+", default=["CTGAN", "TVAE"])
+    p.add_argument("--models", nargs="+", default=["ARGN", "CTGAN", "TVAE"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument(
+        "--epochs",
+        type=lambda text: None if text == "default" else int(text),
+        default=50,
+        help="epochs of every model, or 'default' for each model's own (ARGN/TVAE: None)",
+    )
     p.add_argument("--max-train", type=int, default=8000)
     p.add_argument("--out", type=Path, default=Path("results/augmentation.json"))
     args = p.parse_args()

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from tabsynth.errors import DataError, MetadataError
+from tabsynth.errors import DataError, HyperParameterError, MetadataError
 from tabsynth.metrics import Report, evaluate
 from tabsynth.metrics import _data as mdata
 from tabsynth.metrics.privacy import nearest
@@ -253,6 +253,22 @@ def test_nearest_matches_brute_force():
 
 
 # -- inputs ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"max_rows": 50}, "max_rows must be an int >= 100, got 50"),
+        ({"max_pairs": 0}, "max_pairs must be None or a positive int, got 0"),
+        ({"privacy_queries": 5}, "privacy_queries must be None or an int >= 10, got 5"),
+        ({"n_threads": 1.5}, "n_threads must be None or a positive int, got 1.5"),
+    ],
+)
+def test_bad_settings_are_hyper_parameter_errors(frames, setting, message):
+    """A bad setting of evaluate is not a problem of the user's tables (DataError)."""
+    real, synthetic, _ = frames
+    with pytest.raises(HyperParameterError, match=message):
+        evaluate(real, synthetic, **setting)
+
+
 def test_bad_inputs_raise_clear_errors(frames):
     real, synthetic, holdout = frames
     with pytest.raises(DataError, match="DataFrame"):
@@ -265,9 +281,9 @@ def test_bad_inputs_raise_clear_errors(frames):
         evaluate(real, synthetic.drop(columns="target"), holdout=holdout, target="target")
     with pytest.raises(DataError, match="holdout columns differ"):
         evaluate(real, synthetic, holdout=holdout.drop(columns="color"))
-    with pytest.raises(DataError, match="task must be"):
+    with pytest.raises(HyperParameterError, match="task must be"):
         evaluate(real, synthetic, holdout=holdout, target="target", task="ranking")
-    with pytest.raises(DataError, match="unknown metric families"):
+    with pytest.raises(HyperParameterError, match="unknown metric families"):
         evaluate(real, synthetic, metrics=["beauty"])
     with pytest.raises(MetadataError, match="unknown kind"):
         evaluate(real, synthetic, metadata={"age": "number"})
@@ -321,7 +337,7 @@ def test_thread_cap_is_restored(frames):
     rep = evaluate(real, synthetic, metrics=["privacy"], n_threads=2, random_state=0)
     assert rep.to_dict()["settings"]["n_threads"] == 2
     assert torch.get_num_threads() == before
-    with pytest.raises(DataError, match="n_threads"):
+    with pytest.raises(HyperParameterError, match="n_threads"):
         evaluate(real, synthetic, n_threads=0)
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabsynth.errors import DataError
+from tabsynth._params import check_int
+from tabsynth.errors import DataError, HyperParameterError
 from tabsynth.metrics import _data
 from tabsynth.metrics.detection import detection
 from tabsynth.metrics.fidelity import association_matrix, fidelity
@@ -150,21 +151,15 @@ def _check_args(
     groups = {metrics} if isinstance(metrics, str) else set(metrics)
     unknown = groups - set(GROUPS)
     if unknown:
-        raise DataError(f"unknown metric families {sorted(unknown)}; choose from {GROUPS}")
-    if not isinstance(max_rows, int | np.integer) or max_rows < 100:
-        raise DataError(f"max_rows must be an integer >= 100, got {max_rows!r}")
-    if max_pairs is not None and (not isinstance(max_pairs, int | np.integer) or max_pairs < 1):
-        raise DataError(f"max_pairs must be a positive integer or None, got {max_pairs!r}")
-    if privacy_queries is not None and (
-        not isinstance(privacy_queries, int | np.integer) or privacy_queries < 10
-    ):
-        raise DataError(
-            f"privacy_queries must be an integer >= 10 or None, got {privacy_queries!r}"
+        raise HyperParameterError(
+            f"unknown metric families {sorted(unknown)}; choose from {GROUPS}"
         )
-    if n_threads is not None and (not isinstance(n_threads, int | np.integer) or n_threads < 1):
-        raise DataError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+    check_int("max_rows", max_rows, low=100)
+    check_int("max_pairs", max_pairs, optional=True)
+    check_int("privacy_queries", privacy_queries, low=10, optional=True)
+    check_int("n_threads", n_threads, optional=True)
     if task is not None and task not in TASKS:
-        raise DataError(f"task must be one of {TASKS}, got {task!r}")
+        raise HyperParameterError(f"task must be one of {TASKS}, got {task!r}")
     chosen = [g for g in GROUPS if g in groups]
     return _Settings(
         random_state, max_rows, max_pairs, privacy_queries, n_threads, target, task, chosen

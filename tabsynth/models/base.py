@@ -68,6 +68,7 @@ import torch
 from torch import nn
 
 from tabsynth import __version__
+from tabsynth._params import check_int
 from tabsynth.errors import (
     DataError,
     HyperParameterError,
@@ -78,7 +79,6 @@ from tabsynth.errors import (
     TabsynthError,
 )
 from tabsynth.models import _nn
-from tabsynth.models._params import check_int
 from tabsynth.models.persistence import check_path, read_model_file, write_model_file
 
 if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus

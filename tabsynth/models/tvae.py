@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tabsynth._params import check_dims, check_int, check_number
 from tabsynth.errors import DataError
 from tabsynth.models import _nn
-from tabsynth.models._params import check_dims, check_int, check_number
 from tabsynth.models._stopping import (
     EarlyStopping,
     auto_batch,

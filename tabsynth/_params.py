@@ -1,5 +1,5 @@
-"""One checker per kind of hyper-parameter, shared by every model (and ``load``, which runs the
-same checks on a file's header). A bad value raises ``HyperParameterError`` naming the
+"""One checker per kind of setting, shared by every model (and ``load``, which runs the same
+checks on a file's header) and by ``evaluate``. A bad value raises ``HyperParameterError`` naming the
 parameter: it is a setting of the model, not a problem of the user's table (``DataError``)."""
 
 from __future__ import annotations
