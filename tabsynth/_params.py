@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tabsynth.errors import HyperParameterError
+from tabsynth.errors import HyperParameterError, TabsynthError
 
 
 def _is_int(value: Any) -> bool:
@@ -22,15 +22,22 @@ def _is_real(value: Any) -> bool:
 
 
 def check_int(
-    name: str, value: Any, *, low: int = 1, high: int | None = None, optional: bool = False
+    name: str,
+    value: Any,
+    *,
+    low: int = 1,
+    high: int | None = None,
+    optional: bool = False,
+    error: type[TabsynthError] = HyperParameterError,
 ) -> None:
-    """An int in ``[low, high]`` (``None`` allowed when ``optional``)."""
+    """An int in ``[low, high]`` (``None`` allowed when ``optional``); ``error`` names the kind
+    of mistake (``SamplingError`` for the arguments of ``sample``)."""
     if value is None and optional:
         return
     if not _is_int(value) or value < low or (high is not None and value > high):
         span = f"an int in [{low}, {high}]" if high is not None else _int_words(low)
         extra = "None or " if optional else ""
-        raise HyperParameterError(f"{name} must be {extra}{span}, got {value!r}")
+        raise error(f"{name} must be {extra}{span}, got {value!r}")
 
 
 def _int_words(low: int) -> str:

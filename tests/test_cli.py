@@ -73,8 +73,8 @@ def test_sample_with_conditions_and_evaluate(work: Path) -> None:
     assert (syn["ward"] == "icu").all()
     assert syn["age"].between(40, 90).all()
     assert not syn["smoker"].any()
-    # ids continue across the three chunks instead of restarting
-    assert syn["patient_id"].is_unique
+    # ids continue across the three chunks (id_start per chunk), in the learned style
+    assert syn["patient_id"].tolist() == [f"P{i:07d}" for i in range(1, 251)]
 
     done = _cli(
         "evaluate", "train.csv", "synthetic.csv", "--holdout", "holdout.csv",
@@ -96,8 +96,19 @@ def test_sample_parquet_chunks_are_reproducible(work: Path) -> None:
     a, b = pd.read_parquet(work / "a.parquet"), pd.read_parquet(work / "b.parquet")
     assert len(a) == 130
     pd.testing.assert_frame_equal(a, b)
-    assert a["patient_id"].is_unique
+    assert a["patient_id"].tolist() == [f"P{i:07d}" for i in range(1, 131)]
     assert not list(work.glob(".*.tmp")), "temporary files left behind"
+    # a chunk of the file is the model's own sample of that chunk, ids numbered from its start
+    model = tabsynth.load(work / "model.tsyn")
+    seeds = np.random.SeedSequence(7).spawn(3)
+    second = model.sample(
+        60, random_state=int(seeds[1].generate_state(1, dtype=np.uint32)[0]), id_start=61
+    )
+    with ChunkedTableWriter(work / "second.parquet") as writer:
+        writer.write(second)
+    pd.testing.assert_frame_equal(
+        a.iloc[60:120].reset_index(drop=True), pd.read_parquet(work / "second.parquet")
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import inspect
 
 import pytest
 
@@ -28,3 +29,13 @@ def test_every_hyper_parameter_is_documented(name):
     doc = cls.__doc__
     for param in cls._param_names():
         assert f"    {param} :" in doc or f", {param} :" in doc or f"    {param}," in doc, param
+
+
+def test_sample_documents_every_argument():
+    from tabsynth.models.base import BaseSynthesizer
+
+    doc = inspect.getdoc(BaseSynthesizer.sample)
+    for section in ("Parameters", "Returns", "Raises"):
+        assert f"\n{section}\n---" in doc, section
+    for param in list(inspect.signature(BaseSynthesizer.sample).parameters)[1:]:
+        assert f"\n{param} :" in doc, param

@@ -115,6 +115,131 @@ def test_unconditional_sample_size_chunks_and_unique_ids(fitted: BaseSynthesizer
     }
 
 
+def _id_numbers(model: BaseSynthesizer, ids: pd.Series) -> np.ndarray:
+    """The numbers of ``patient_id`` values, checking they are in the style learned at fit."""
+    enc = model.transformer_.encoders_["patient_id"]
+    assert enc.prefix_ == "P" and enc.digits_ == 7  # make_patients: P + 7 digits
+    parts = ids.str.extract(r"^P(\d{7,})$")[0]
+    assert parts.notna().all(), ids[parts.isna()].head()
+    return parts.astype("int64").to_numpy()
+
+
+def test_id_start_numbers_ids_once_in_the_final_order(fitted: BaseSynthesizer) -> None:
+    """``id_start`` changes the ids only; they are contiguous from it with or without
+    conditions (rejected rows and reordered DataFrame requests leave no gap), across the
+    model's internal chunks and across calls."""
+    fitted._sample_chunk = 64  # several internal chunks per call
+    try:
+        plain = fitted.sample(150, random_state=0)
+        moved = fitted.sample(150, random_state=0, id_start=1000)
+    finally:
+        del fitted._sample_chunk
+    np.testing.assert_array_equal(_id_numbers(fitted, plain["patient_id"]), np.arange(1, 151))
+    np.testing.assert_array_equal(_id_numbers(fitted, moved["patient_id"]), np.arange(1000, 1150))
+    others = [c for c in plain.columns if c != "patient_id"]
+    pd.testing.assert_frame_equal(plain[others], moved[others])
+    assert list(moved.columns) == list(plain.columns) and moved.dtypes.equals(plain.dtypes)
+
+    cond = fitted.sample(40, conditions={"sex": "F", "age": (30, 80)}, random_state=1, id_start=0)
+    assert (cond["sex"] == "F").all()
+    np.testing.assert_array_equal(_id_numbers(fitted, cond["patient_id"]), np.arange(0, 40))
+    assert cond["patient_id"].iloc[0] == "P0000000"
+
+    req = pd.DataFrame({"sex": ["M", "F", None] * 4, "ward": ["icu", None, None] * 4})
+    rows = fitted.sample(None, conditions=req, random_state=2, id_start=77)
+    np.testing.assert_array_equal(_id_numbers(fitted, rows["patient_id"]), np.arange(77, 89))
+
+    # chunks drawn the way `tabsynth sample` draws them: ids unique and contiguous overall
+    written, parts = 0, []
+    for size, seed in ((30, 5), (30, 6), (11, 7)):
+        parts.append(fitted.sample(size, random_state=seed, id_start=written + 1))
+        written += size
+    ids = _id_numbers(fitted, pd.concat(parts)["patient_id"])
+    np.testing.assert_array_equal(ids, np.arange(1, 72))
+
+
+def test_sample_checks_its_arguments_once_and_never_revalidates_metadata(
+    fitted: BaseSynthesizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tabsynth.metadata import metadata as metadata_module
+    from tabsynth.models import conditions
+
+    calls: dict[str, int] = {}
+
+    def spy(name: str, real):
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(conditions, "check_int", spy("check_int", conditions.check_int))
+    monkeypatch.setattr(models_base, "check_int", spy("check_int", models_base.check_int))
+    monkeypatch.setattr(
+        metadata_module.Metadata, "validate", spy("validate", metadata_module.Metadata.validate)
+    )
+    monkeypatch.setattr(metadata_module, "check_frame", spy("frame", metadata_module.check_frame))
+    size = type(fitted)._check_sample_size
+    monkeypatch.setattr(type(fitted), "_check_sample_size", spy("size", size))
+    fitted.sample(30, conditions={"sex": "F"}, random_state=0, id_start=5)
+    # n_rows and id_start once each, the memory bound once, no metadata validation
+    assert calls == {"check_int": 2, "size": 1}
+
+
+def test_fit_validates_the_frame_once(patients: pd.DataFrame, monkeypatch) -> None:
+    """One validation of the training frame per fit: ``TableTransformer.fit`` runs it (the
+    model does not repeat it), inferred metadata is not re-validated against its own frame,
+    and every check still names the column."""
+    from tabsynth.errors import DataError, MetadataError
+    from tabsynth.metadata import metadata as metadata_module
+
+    calls = {"validate": 0, "frame": 0}
+    validate, check_frame = metadata_module.Metadata.validate, metadata_module.check_frame
+
+    def count_validate(self, df, **kwargs):
+        calls["validate"] += 1
+        return validate(self, df, **kwargs)
+
+    def count_frame(df):
+        calls["frame"] += 1
+        return check_frame(df)
+
+    monkeypatch.setattr(metadata_module.Metadata, "validate", count_validate)
+    monkeypatch.setattr(metadata_module, "check_frame", count_frame)
+    small = patients.head(120)
+    make(IndependentMarginals, epochs=1).fit(small)
+    assert calls == {"validate": 0, "frame": 1}  # Metadata.infer checks the frame
+    meta = tabsynth.Metadata.infer(small)
+    calls.update(validate=0, frame=0)
+    make(IndependentMarginals, epochs=1).fit(small, meta)
+    assert calls == {"validate": 1, "frame": 1}
+
+    with pytest.raises(MetadataError, match=r"not in the metadata: \['extra'\]"):
+        make(IndependentMarginals).fit(small.assign(extra=1.0), meta)
+    with pytest.raises(DataError, match="column 'smoker' has missing values"):
+        make(IndependentMarginals).fit(
+            small.assign(smoker=small["smoker"].where(small.age > 40)), meta
+        )
+    with pytest.raises(DataError, match="column 'age' has only missing values"):
+        make(IndependentMarginals).fit(small.assign(age=np.nan))
+    with pytest.raises(DataError, match="expected a pandas DataFrame"):
+        make(IndependentMarginals).fit(small.to_numpy())
+    with pytest.raises(DataError, match="metadata must be a tabsynth Metadata"):
+        make(IndependentMarginals).fit(small, {"age": "integer"})
+
+
+def test_numeric_ids_keep_their_dtype_and_never_wrap_around() -> None:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"row_id": np.arange(1, 201, dtype=np.int16), "x": rng.normal(size=200)})
+    model = make(IndependentMarginals, epochs=1).fit(df)
+    assert model.metadata_["row_id"].kind == "id"
+    top = np.iinfo(np.int16).max
+    out = model.sample(2, random_state=0, id_start=top - 1)
+    assert out["row_id"].dtype == np.int16 and out["row_id"].tolist() == [top - 1, top]
+    with pytest.raises(SamplingError, match=rf"'row_id' \(int16\) cannot hold .* 0 to {top}"):
+        model.sample(3, random_state=0, id_start=top - 1)
+
+
 def test_dict_conditions_categorical_boolean_and_range(fitted: BaseSynthesizer) -> None:
     cond = {"sex": "F", "smoker": False, "age": (30, 70)}
     out = fitted.sample(60, conditions=cond, random_state=1)
@@ -189,6 +314,11 @@ def test_impossible_condition_raises_with_counts(fitted: BaseSynthesizer) -> Non
         ({"n_rows": 5, "conditions": [("sex", "F")]}, "dict or a DataFrame"),
         ({"n_rows": 3, "conditions": pd.DataFrame({"sex": ["F"]})}, "disagrees"),
         ({"n_rows": None, "conditions": pd.DataFrame({"bad": ["F"]})}, "unknown condition"),
+        ({"n_rows": 5, "id_start": -1}, "id_start must be None or a non-negative int, got -1"),
+        ({"n_rows": 5, "id_start": 2.0}, "id_start must be None or a non-negative int"),
+        ({"n_rows": 5, "id_start": True}, "id_start must be None or a non-negative int"),
+        ({"n_rows": 5, "id_start": "7"}, "id_start must be None or a non-negative int"),
+        ({"n_rows": 5, "id_start": 2**63 - 3}, "'patient_id' .* cannot hold the ids"),
     ],
 )
 def test_bad_sample_requests(fitted: BaseSynthesizer, kwargs: dict, message: str) -> None:

@@ -74,6 +74,15 @@ def test_id_columns_regenerated_in_style(mixed_frame):
     both = pd.concat([a, b])
     assert both.is_unique
     assert both.str.fullmatch(r"R\d{5}").all()
+    # ids=False decodes the other columns alike and leaves the ids to with_ids
+    full = tt.inverse_transform(x[:10], id_start=10)
+    bare = tt.inverse_transform(x[:10], id_start=10, ids=False)
+    assert "row_id" not in bare.columns
+    pd.testing.assert_frame_equal(bare, full.drop(columns="row_id"))
+    numbered = tt.with_ids(bare, first=99_998)
+    assert list(numbered.columns) == list(full.columns)
+    assert numbered["row_id"].tolist()[:3] == ["R99998", "R99999", "R100000"]  # never cut
+    pd.testing.assert_frame_equal(numbered.drop(columns="row_id"), bare)
 
 
 def test_datetimes_outside_nanosecond_range():

@@ -25,7 +25,6 @@ __all__ = [
     "check_output_path",
     "MODEL_NAMES",
     "parse_condition",
-    "renumber_ids",
     "resolve_conditions",
     "table_format",
 ]
@@ -185,31 +184,6 @@ class ChunkedTableWriter:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None
-
-
-# -- ids --------------------------------------------------------------------------------------
-def renumber_ids(df: Any, transformer: Any, id_columns: Sequence[str], start: int) -> Any:
-    """Regenerate the id columns of one sampled chunk so they continue from ``start``.
-
-    Every ``sample()`` call numbers ids from the beginning; writing several chunks to one file
-    would repeat them. The transformer's id encoder (or its ``inverse_transform(id_start=...)``)
-    produces the same id style numbered from ``start``.
-    """
-    if not id_columns or len(df) == 0:
-        return df
-    encoders = getattr(transformer, "encoders_", {})
-    pending = [c for c in id_columns if not hasattr(encoders.get(c), "generate")]
-    for name in id_columns:
-        if name not in pending:
-            df[name] = encoders[name].generate(len(df), start=start).set_axis(df.index)
-    if pending:
-        import numpy as np
-
-        blank = np.zeros((len(df), transformer.output_dim_), dtype=np.float32)
-        fresh = transformer.inverse_transform(blank, id_start=start)
-        for name in pending:
-            df[name] = fresh[name].set_axis(df.index)
-    return df
 
 
 # -- conditions -------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from tabsynth.cli._io import (
     CLIError,
     check_input_file,
     check_output_path,
-    renumber_ids,
     resolve_conditions,
     table_format,
 )
@@ -256,7 +255,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
             return list(meta[column].categories or [])
 
     conditions = resolve_conditions(args.condition or [], meta, categories_of)
-    ids = list(meta.names_of("id"))
     chunk = int(args.chunk_size)
     n_chunks = -(-args.n_rows // chunk)
     seeds = _chunk_seeds(args.seed, n_chunks)
@@ -269,8 +267,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         with ChunkedTableWriter(args.output) as writer:
             for i in range(n_chunks):
                 size = min(chunk, args.n_rows - writer.rows)
-                df = model.sample(size, conditions=conditions or None, random_state=seeds[i])
-                df = renumber_ids(df, transformer, ids, start=writer.rows)
+                df = model.sample(
+                    size,
+                    conditions=conditions or None,
+                    random_state=seeds[i],
+                    id_start=writer.rows + 1,  # ids continue across chunks
+                )
                 writer.write(df)
                 bar.update(len(df))
     finally:

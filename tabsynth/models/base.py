@@ -305,21 +305,19 @@ class BaseSynthesizer:
         (needs the ``tensorboard`` package). Under DP both receive only DP or public values
         (the epoch, the epsilon spent so far, losses that are post-processing of the release).
         """
-        from tabsynth.metadata import Metadata, check_frame
+        from tabsynth.metadata import Metadata
         from tabsynth.models._tracking import check_callbacks
         from tabsynth.transform import TableTransformer
 
         callbacks = check_callbacks(callbacks)
         self._validate_params()
         if self.epsilon is None:
-            check_frame(df)
-            if metadata is None:
-                metadata = Metadata.infer(df)
-            elif not isinstance(metadata, Metadata):
+            # the frame is checked, and its metadata inferred or validated, once: by
+            # TableTransformer.fit below
+            if metadata is not None and not isinstance(metadata, Metadata):
                 raise DataError(
                     f"metadata must be a tabsynth Metadata, got {type(metadata).__name__}"
                 )
-            metadata.validate(df)
         else:  # DP: only the public schema and column names, no row (see _private.py)
             from tabsynth.models._private import check_private_input
 
@@ -349,6 +347,7 @@ class BaseSynthesizer:
                 rare_threshold=getattr(self, "rare_threshold", "auto"),
             )
             transformer.fit(df)
+            metadata = transformer.metadata_
             X = np.ascontiguousarray(transformer.transform(df), dtype=np.float32)
             n_rows = int(len(df))
         else:
@@ -601,39 +600,62 @@ class BaseSynthesizer:
         n_rows: int | None,
         conditions: dict[str, Any] | pd.DataFrame | None = None,
         random_state: int | None = None,
+        *,
+        id_start: int | None = None,
     ) -> pd.DataFrame:
-        """Draw synthetic rows; every row satisfies its ``conditions`` (see ``conditions.py``).
+        """Draw synthetic rows; every row satisfies its condition.
 
-        ``conditions``: ``{column: value}`` (categorical/boolean value, or an inclusive
-        ``(low, high)`` range for numeric/datetime columns) applied to all ``n_rows`` rows, or a
-        DataFrame with one row of conditions per requested row (``n_rows`` is then ignored;
-        a missing cell means "no condition"). Raises ``SamplingError`` when the model cannot
-        produce enough matching rows within the budget. ``last_sample_stats_`` reports the
-        requested/produced/generated row counts and the acceptance rate (share of generated
-        rows that met their conditions).
+        Parameters
+        ----------
+        n_rows : int or None
+            How many rows to draw (a positive int); ``None`` with a DataFrame of
+            ``conditions``, which then sets the count.
+        conditions : dict, DataFrame or None, default=None
+            ``{column: value}`` applied to all ``n_rows`` rows: a value of a categorical or
+            boolean column's domain (``None`` for "missing" where the column is nullable), a
+            value or an inclusive ``(low, high)`` range for an integer column, a range for a
+            continuous or datetime column. A DataFrame holds one row of conditions per
+            requested row, a missing cell meaning "no condition" (see ``conditions.py``).
+        random_state : int or None, default=None
+            Seed of this draw: the same seed gives the same rows, bit for bit on CPU.
+            ``None`` continues the model's own sampling stream.
+        id_start : int or None, default=None
+            The number of the first row's id in every id column (the ids then count up by
+            one per row, in the style learned at fit: prefix, digit width, suffix, dtype).
+            ``None`` numbers from 1. Pass the rows already written to draw a large table in
+            chunks with unique ids, as ``tabsynth sample`` does: ``id_start=written + 1``.
+
+        Returns
+        -------
+        DataFrame
+            ``n_rows`` rows with the fitted columns and dtypes. ``last_sample_stats_`` then
+            reports the requested, produced and generated row counts and the acceptance rate
+            (share of generated rows that met their conditions).
+
+        Raises
+        ------
+        SamplingError
+            A bad argument (naming it), a request that would not fit in memory, ids beyond
+            their column's dtype, or conditions the model cannot meet within the budget.
         """
         from tabsynth.models.conditions import sample_with_conditions
 
         self._check_fitted()
-        if (
-            isinstance(n_rows, (int, np.integer))
-            and not isinstance(n_rows, (bool, np.bool_))
-            and not isinstance(conditions, pd.DataFrame)
-            and n_rows > 0
-        ):
-            self._check_sample_size(int(n_rows))
+        first_id = _check_id_start(id_start)
         generator = self._sampling_generator(random_state)
-        self._id_offset = 0
+        self._decoded_rows = 0
         self.last_sample_stats_: dict[str, Any] | None = None
-        return sample_with_conditions(self, n_rows, conditions, generator)
+        frame = sample_with_conditions(self, n_rows, conditions, generator)
+        return self.transformer_.with_ids(frame, first_id)  # ids numbered once, in final order
 
     def _generate_frame(
         self, n: int, cond: dict[str, Any] | None, generator: torch.Generator
     ) -> pd.DataFrame:
-        """``n`` decoded rows, generated and decoded chunk by chunk (bounded memory).
+        """``n`` decoded rows without their id columns (``sample`` numbers those once, at the
+        end), generated and decoded chunk by chunk (bounded memory).
 
-        Decoding draws its randomness from a seed taken from ``generator``, and regenerated ids
-        continue from ``self._id_offset`` so ids stay unique across chunks of one request.
+        Decoding draws its randomness from a seed taken from ``generator``, keyed by the rows
+        this request decoded before (``self._decoded_rows``).
         """
         modules = self._modules().values()
         for module in modules:
@@ -650,14 +672,16 @@ class BaseSynthesizer:
                 seed = int(
                     torch.randint(2**62, (1,), generator=generator, device=generator.device).item()
                 )
-                offset = getattr(self, "_id_offset", 0)
+                offset = getattr(self, "_decoded_rows", 0)
                 frames.append(
-                    self.transformer_.inverse_transform(out, id_start=offset, random_state=seed)
+                    self.transformer_.inverse_transform(
+                        out, id_start=offset, random_state=seed, ids=False
+                    )
                 )
-                self._id_offset = offset + size
+                self._decoded_rows = offset + size
         if not frames:
             return self.transformer_.inverse_transform(
-                np.zeros((0, self.transformer_.output_dim_), dtype=np.float32)
+                np.zeros((0, self.transformer_.output_dim_), dtype=np.float32), ids=False
             )
         if len(frames) == 1:
             return frames[0]
@@ -882,6 +906,12 @@ def _history(rows: Any, columns: Any) -> pd.DataFrame:
         ):
             raise TypeError("history records must hold numbers under history_columns")
     return pd.DataFrame(rows, columns=columns)
+
+
+def _check_id_start(id_start: Any) -> int:
+    """The first id number of a ``sample`` (``None``: 1, as the ids of a fit's table)."""
+    check_int("id_start", id_start, low=0, optional=True, error=SamplingError)
+    return 1 if id_start is None else int(id_start)
 
 
 def _physical_memory() -> int:

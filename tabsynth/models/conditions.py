@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tabsynth._params import check_int
 from tabsynth.errors import DataError, SamplingError
 
 if TYPE_CHECKING:  # annotations only: base imports this module
@@ -47,11 +48,10 @@ def _is_missing(value: Any) -> bool:
         return False
 
 
-def _check_n_rows(n_rows: Any) -> int:
-    if isinstance(n_rows, (bool, np.bool_)) or not isinstance(n_rows, (int, np.integer)):
-        raise SamplingError(f"n_rows must be a positive int, got {n_rows!r}")
-    if n_rows <= 0:
-        raise SamplingError(f"n_rows must be a positive int, got {n_rows}")
+def _check_n_rows(model: BaseSynthesizer, n_rows: Any) -> int:
+    """A positive int whose rows fit in memory (checked before anything is allocated)."""
+    check_int("n_rows", n_rows, error=SamplingError)
+    model._check_sample_size(int(n_rows))
     return int(n_rows)
 
 
@@ -188,7 +188,7 @@ def _parse(
 ) -> tuple[int, list[tuple[np.ndarray, list]]]:
     """→ (total rows, [(row positions, [_Condition, ...]), ...]) one entry per distinct request."""
     if isinstance(conditions, dict):
-        n = _check_n_rows(n_rows)
+        n = _check_n_rows(model, n_rows)
         if not conditions:
             return n, [(np.arange(n), [])]
         conds = [_Condition(model, col, val) for col, val in conditions.items()]
@@ -229,7 +229,7 @@ def _parse(
             groups.append((order[bounds[k] : bounds[k + 1]], conds))
         return n, groups
     if conditions is None:
-        n = _check_n_rows(n_rows)
+        n = _check_n_rows(model, n_rows)
         return n, [(np.arange(n), [])]
     raise SamplingError(
         f"conditions must be None, a dict or a DataFrame, got {type(conditions).__name__}"

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tabsynth.errors import SamplingError
 from tabsynth.metadata import dtype_from_str
 from tabsynth.metadata.dtypes import is_text_dtype
 from tabsynth.transform.base import ColumnEncoder
@@ -41,10 +42,21 @@ class IdEncoder(ColumnEncoder):
         self._check_fitted()
 
     def generate(self, n: int, start: int = 0) -> pd.Series:
-        """``n`` unique ids numbered from ``start`` (so chunked sampling stays unique)."""
+        """``n`` unique ids numbered ``start + 1`` … ``start + n`` (chunks stay unique).
+
+        Text ids keep the learned prefix, suffix and digit width (zero-padded; a number with
+        more digits than the width is written in full, so ids stay unique). ``SamplingError``
+        when the numbers do not fit the column's dtype (never a silent wrap-around).
+        """
         self._check_fitted()
-        numbers = np.arange(start + 1, start + n + 1, dtype=np.int64)
         dtype = dtype_from_str(self.spec.dtype) if self.spec.dtype else np.dtype(object)
+        top = _largest_id(dtype) if self.numeric_ else _INT64_MAX
+        if n and (start < -1 or start + n > top):
+            raise SamplingError(
+                f"id column {self.spec.name!r} ({dtype}) cannot hold the ids "
+                f"{start + 1} to {start + n}: they must lie within 0 to {top}"
+            )
+        numbers = np.arange(start + 1, start + n + 1, dtype=np.int64)
         if self.numeric_:
             return pd.Series(numbers, name=self.spec.name).astype(dtype)
         text = pd.Series(numbers).astype(str)
@@ -71,3 +83,17 @@ class IdEncoder(ColumnEncoder):
         self.digits_ = int(state["digits"])
         self.numeric_ = bool(state["numeric"])
         self.fitted_ = True
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _largest_id(dtype: Any) -> int:
+    """The largest id number a column of ``dtype`` holds exactly (int64's for anything else)."""
+    base = getattr(dtype, "numpy_dtype", dtype)  # nullable Int32 -> int32
+    kind = getattr(base, "kind", "")
+    if kind in ("i", "u"):
+        return min(int(np.iinfo(base).max), _INT64_MAX)
+    if kind == "f":
+        return 2 ** (int(np.finfo(base).nmant) + 1)  # every integer up to here is exact
+    return _INT64_MAX

@@ -84,8 +84,11 @@ class TableTransformer:
 
     def fit(self, df: pd.DataFrame) -> TableTransformer:
         """Learn every column's encoding from ``df`` (validated against the metadata)."""
-        metadata = self.metadata if self.metadata is not None else Metadata.infer(df)
-        metadata.validate(df)
+        if self.metadata is None:
+            metadata = Metadata.infer(df)  # checks the frame; the schema fits it by construction
+        else:
+            metadata = self.metadata
+            metadata.validate(df)  # the one validation of a training frame (models rely on it)
         self.metadata_ = metadata
         if self.random_state is None:
             self.entropy_ = int(np.random.SeedSequence().entropy % 2**63)
@@ -216,11 +219,19 @@ class TableTransformer:
         return out
 
     def inverse_transform(
-        self, x: np.ndarray, id_start: int = 0, random_state: int | None = None
+        self,
+        x: np.ndarray,
+        id_start: int = 0,
+        random_state: int | None = None,
+        *,
+        ids: bool = True,
     ) -> pd.DataFrame:
         """Decode a matrix (real or generated) into a frame with the original columns and dtypes.
 
-        ``id_start`` numbers regenerated ids so that chunks decoded separately stay unique.
+        ``id_start``: where this block starts in a longer decode (chunk by chunk); it keys the
+        decoding draws, and regenerated ids are numbered from ``id_start + 1`` so chunks decoded
+        separately stay unique. ``ids=False`` leaves the id columns out, for a caller that
+        numbers the finished frame once with :meth:`with_ids` (the models' ``sample``).
         """
         self._check_fitted()
         x = np.asarray(x)
@@ -232,14 +243,32 @@ class TableTransformer:
         cols, col = {}, 0
         for i, (name, enc) in enumerate(self.encoders_.items()):
             width = enc.width
-            rng = np.random.default_rng([seed, i, 2, id_start])
             if isinstance(enc, IdEncoder):
-                cols[name] = enc.generate(len(x), start=id_start)
+                if ids:
+                    cols[name] = enc.generate(len(x), start=id_start)
             else:
+                rng = np.random.default_rng([seed, i, 2, id_start])
                 cols[name] = enc.inverse_transform(x[:, col : col + width], rng)
             col += width
         frame = pd.DataFrame({name: s.reset_index(drop=True) for name, s in cols.items()})
         return frame
+
+    def with_ids(self, frame: pd.DataFrame, first: int = 1) -> pd.DataFrame:
+        """``frame`` with every id column (re)generated, numbered ``first``, ``first + 1``, …
+        in the column's learned style, the columns in the fitted order.
+
+        ``SamplingError`` naming the column when the numbers do not fit its dtype.
+        """
+        self._check_fitted()
+        cols = {
+            name: (
+                enc.generate(len(frame), start=first - 1).set_axis(frame.index)
+                if isinstance(enc, IdEncoder)
+                else frame[name]
+            )
+            for name, enc in self.encoders_.items()
+        }
+        return pd.DataFrame(cols, index=frame.index, copy=False)
 
     # -- layout helpers for the models ----------------------------------------------------
     @property
