@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seeds", type=lambda s: [int(x) for x in csv_list(s)], default=[0])
     p.add_argument("--epsilons", type=lambda s: [float(x) for x in csv_list(s)], default=[])
+    p.add_argument("--delta", type=float, help="DP delta (default: the model's)")
+    p.add_argument("--dp-only", action="store_true", help="only the cells at --epsilons")
     p.add_argument("--sample-repeat", type=int, default=3)
     p.add_argument("--metrics", type=csv_list, default=None, help="metric families (default all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (every contender)")
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         seeds=args.seeds,
         epsilons=args.epsilons,
+        delta=args.delta,
+        dp_only=args.dp_only,
         batch_size=args.batch_size,
         device=args.device,
         cell_timeout=args.timeout,

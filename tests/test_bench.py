@@ -192,3 +192,17 @@ def test_argn_runs_by_name_through_its_registry_line() -> None:
     assert CONTENDERS["argn"].requires == "import tabsynth; tabsynth.ARGN" and tabsynth.ARGN
     assert row["status"] == "ok", row["status"]
     assert row["epochs_run"] == 1 and 0 < row["column_shapes"] <= 1
+
+
+def test_dp_only_runs_no_cell_without_epsilon():
+    from tabsynth import bench
+    from tabsynth.bench.suite import _cells
+
+    datasets = bench.resolve_datasets(["patients"])
+    cfg = bench.BenchmarkConfig(
+        datasets=datasets, models=["argn", "tvae"], epochs=1, seeds=[0, 1], epsilons=[1.0, 3.0]
+    )
+    assert {eps for _, _, eps, _ in _cells(cfg)} == {None, 1.0, 3.0}
+    cfg.dp_only = True
+    cells = _cells(cfg)
+    assert {eps for _, _, eps, _ in cells} == {1.0, 3.0} and len(cells) == 2 * 2 * 2

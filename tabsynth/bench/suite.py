@@ -92,6 +92,7 @@ class BenchmarkConfig:
     quick: bool = False
     metrics: list[str] | None = None  # metric families for evaluate (None: all)
     sample_repeat: int = 1  # draws per cell; sample_s is their median, the first is scored
+    dp_only: bool = False  # only the cells at ``epsilons`` (no non-DP cell per contender)
 
 
 def _cells(cfg: BenchmarkConfig) -> list[tuple[DatasetSpec, str, float | None, int]]:
@@ -99,6 +100,8 @@ def _cells(cfg: BenchmarkConfig) -> list[tuple[DatasetSpec, str, float | None, i
     for ds in cfg.datasets:
         for model in cfg.models:
             epsilons = [None, *cfg.epsilons] if CONTENDERS[model].dp else [None]
+            if cfg.dp_only:
+                epsilons = [eps for eps in epsilons if eps is not None]
             for eps in epsilons:
                 for seed in cfg.seeds:
                     out.append((ds, model, eps, seed))
