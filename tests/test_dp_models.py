@@ -266,6 +266,17 @@ def test_a_tiny_noisy_row_count_still_fits(name, table, monkeypatch, noisy_n):
     assert len(model.sample(5, random_state=0)) == 5
 
 
+@pytest.mark.parametrize("name", ["CTGAN", "TVAE"])
+def test_dp_fit_with_epochs_none_runs_the_plan_from_epsilon(name, table):
+    """epochs=None under DP is round(4 * epsilon) epochs (2 here), fixed before training; the
+    ledger counts exactly those steps (it crashed on int(None) before)."""
+    model = make_model(name, epsilon=0.5, epochs=None).fit(table, public_metadata(table))
+    assert len(model.history_) == 2
+    (sgd,) = dpsgd_mechanisms(model.privacy_report())
+    per_step = model.discriminator_steps if name == "CTGAN" else 1
+    assert sgd["steps"] == 2 * STEPS_PER_EPOCH * per_step
+
+
 def test_calibrate_refuses_a_large_delta_at_once():
     from tabsynth.privacy import DPSGDPlan, calibrate
 

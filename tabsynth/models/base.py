@@ -534,11 +534,14 @@ class BaseSynthesizer:
     def _epochs(self, total: int | None = None) -> Iterator[int]:
         """Epoch indices with a tqdm bar (``verbose``); pair with ``_log_epoch`` per epoch.
 
-        ``total``: the most epochs the loop may run (``epochs=None``: it may stop earlier)."""
+        ``total``: the most epochs the loop may run (``epochs=None``: it may stop earlier);
+        by default ``epochs``, under DP the plan's (``epochs=None`` included)."""
         from tqdm.auto import tqdm
 
+        if total is None:
+            total = self._private_epochs() if self.epsilon is not None else int(self.epochs)
         self._bar = tqdm(
-            range(int(self.epochs) if total is None else int(total)),
+            range(int(total)),
             desc=type(self).__name__,
             unit="epoch",
             disable=not self.verbose,
