@@ -375,7 +375,7 @@ class TVAE(BaseSynthesizer):
     batch_size : int, default=500
         Rows per step, capped by the table size (warned). Under DP it is the expected size of
         the Poisson batches.
-    epochs : int or None, default=300
+    epochs : int or None, default=None
         Passes over the table. ``None``: train until the validation loss (the ELBO of a
         held-out ``validation_share`` of the rows) stops improving, halving the learning rate
         at each stall, within a step budget (15,000 steps, but at most 400 epochs and 20,000
