@@ -39,3 +39,23 @@ def test_sample_documents_every_argument():
         assert f"\n{section}\n---" in doc, section
     for param in list(inspect.signature(BaseSynthesizer.sample).parameters)[1:]:
         assert f"\n{param} :" in doc, param
+
+
+@pytest.mark.parametrize("name", sorted(tabsynth.MODELS))
+def test_documented_defaults_match_the_signature(name):
+    """A ``name : type, default=X`` line states the constructor's real default (TVAE's
+    docstring said 300 after its default became None)."""
+    import re
+
+    cls = getattr(tabsynth, name)
+    signature = inspect.signature(cls.__init__).parameters
+    stated = dict(re.findall(r"\n    (\w+) : [^\n]*?default=([^\n]+)", cls.__doc__))
+    assert stated, "no documented default found"
+    for param, text in stated.items():
+        default = signature[param].default
+        shown = {repr(default), str(default), f'"{default}"' if isinstance(default, str) else ""}
+        if isinstance(default, float):
+            shown |= {f"{default:g}", f"{default:.0e}".replace("e-0", "e-")}
+        if isinstance(default, int) and not isinstance(default, bool):
+            shown.add(f"{default:_}")
+        assert text.strip() in shown, (param, text, default)
