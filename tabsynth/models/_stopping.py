@@ -50,6 +50,22 @@ def eval_every(per_epoch: int) -> int:
     return max(1, math.ceil(50 / max(per_epoch, 1)))
 
 
+def auto_schedule(
+    n_train: int,
+    batch: int,
+    max_steps: int | None = None,
+    *,
+    max_epochs: int = 100,
+    min_steps: int = 3000,
+) -> tuple[int, int, int, int]:
+    """``(batch, step budget, epochs at most, epochs between validations)`` of an
+    ``epochs=None`` fit on ``n_train`` rows (see ``auto_batch`` and ``step_budget``)."""
+    batch = auto_batch(batch, n_train)
+    per_epoch = max(1, math.ceil(n_train / batch))
+    budget = step_budget(n_train, batch, max_steps, max_epochs=max_epochs, min_steps=min_steps)
+    return batch, budget, max(1, math.ceil(budget / per_epoch)), eval_every(per_epoch)
+
+
 class EarlyStopping:
     """Tracks the validation loss: best weights, stalls, learning-rate halving on each stall."""
 
@@ -87,4 +103,11 @@ class EarlyStopping:
                 m.load_state_dict(self._state[name])
 
 
-__all__ = ["EarlyStopping", "auto_batch", "eval_every", "holdout_size", "step_budget"]
+__all__ = [
+    "EarlyStopping",
+    "auto_batch",
+    "auto_schedule",
+    "eval_every",
+    "holdout_size",
+    "step_budget",
+]

@@ -46,13 +46,7 @@ from torch.nn import functional as F
 from tabsynth._params import check_int, check_number
 from tabsynth.errors import DataError, SamplingError
 from tabsynth.models import _nn
-from tabsynth.models._stopping import (
-    EarlyStopping,
-    auto_batch,
-    eval_every,
-    holdout_size,
-    step_budget,
-)
+from tabsynth.models._stopping import EarlyStopping, auto_schedule, holdout_size
 from tabsynth.models.base import BaseSynthesizer, fitted_int
 
 if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
@@ -493,16 +487,11 @@ class ARGN(BaseSynthesizer):
         perm = torch.randperm(n, generator=gen, device=dev)
         val, train = codes[perm[:n_val]], codes[perm[n_val:]]
         n_train = train.shape[0]
-        B = int(min(self.batch_size_, n_train))
         if auto:
-            B = self.batch_size_ = auto_batch(B, n_train)
-        per_epoch = max(1, math.ceil(n_train / B))
-        if auto:
-            budget = step_budget(n_train, B, self.max_steps)
-            max_epochs = max(1, math.ceil(budget / per_epoch))
-            every = eval_every(per_epoch)
+            B, budget, max_epochs, every = auto_schedule(n_train, self.batch_size_, self.max_steps)
+            self.batch_size_ = B
         else:
-            max_epochs, every = int(self.epochs), 1
+            B, max_epochs, every = int(min(self.batch_size_, n_train)), int(self.epochs), 1
         # validation: fixed orders (one per slice of the held-out rows), the same every time
         val_parts = (
             [(part, self._order(gen)) for part in torch.tensor_split(val, min(8, max(n_val, 1)))]

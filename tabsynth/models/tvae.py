@@ -15,13 +15,7 @@ from torch.nn import functional as F
 from tabsynth._params import check_dims, check_int, check_number
 from tabsynth.errors import DataError
 from tabsynth.models import _nn
-from tabsynth.models._stopping import (
-    EarlyStopping,
-    auto_batch,
-    eval_every,
-    holdout_size,
-    step_budget,
-)
+from tabsynth.models._stopping import EarlyStopping, auto_schedule, holdout_size
 from tabsynth.models.base import BaseSynthesizer
 from tabsynth.privacy.ghost import LinearUse, clip_linear_uses, write_linear_grads
 
@@ -557,10 +551,10 @@ class TVAE(BaseSynthesizer):
             n = Xp.shape[0]
             val_noise = torch.randn(n_val, emb, generator=gen, device=dev)
         if auto:
-            B = self.batch_size_ = auto_batch(B, n)
-            per_epoch = max(1, math.ceil(n / B))
-            budget = step_budget(n, B, self.max_steps, max_epochs=400, min_steps=15_000)
-            max_epochs, every = max(1, math.ceil(budget / per_epoch)), eval_every(per_epoch)
+            B, budget, max_epochs, every = auto_schedule(
+                n, B, self.max_steps, max_epochs=400, min_steps=15_000
+            )
+            self.batch_size_ = B
         else:
             max_epochs, every, budget = int(self.epochs), 1, math.inf
         stopper = EarlyStopping({"vae": vae}, int(self.patience), opt, _LR)
