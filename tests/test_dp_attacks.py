@@ -126,7 +126,9 @@ def test_same_random_state_releases_different_noise_and_keeps_no_seed(name, tabl
     # metadata noise, training noise, encoding draws, Poisson masks: five streams per fit
     assert len(seeds) >= 10 and len(set(seeds)) == len(seeds)
     a, b = released_state(one), released_state(two)
-    assert a.shape == b.shape and not np.array_equal(a, b)
+    # the noisy numeric histograms can give the encoders a different number of modes, hence
+    # networks of another size: then the releases differ all the more
+    assert a.shape != b.shape or not np.array_equal(a, b)
     if name == "CTGAN":  # the noisy condition counts themselves differ ...
         ca, cb = (m._extra_state()["category_counts"] for m in (one, two))
         if np.array_equal(ca, cb):  # ... unless both fell back to the data-free uniform
