@@ -240,7 +240,7 @@ def test_clipped_grads_match_per_example_autograd():
     """The closed-form per-example norms and clipped sum equal autograd's, example by example."""
     cards = np.array([3, 5, 4, 2])
     g = torch.Generator().manual_seed(0)
-    net = argn_mod._Net(cards, 3, 6)
+    net = argn_mod._nets().Net(cards, 3, 6)
     net.reset(g)
     codes = torch.stack([torch.randint(0, int(c), (7,), generator=g) for c in cards], 1)
     order = torch.tensor([[2, 0, 3, 1]])

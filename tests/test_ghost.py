@@ -155,10 +155,9 @@ def test_ctgan_critic_with_gradient_penalty_matches_per_example_autograd(C):
     """The closed-form per-example gradient of -D(real) + D(fake) + lam * GP (second-order
     term included) equals a per-example double-backward loop, clipped the same way."""
     from tabsynth.models import _nn
-    from tabsynth.models.ctgan import _Discriminator
 
     gen = torch.Generator().manual_seed(4)
-    D = _Discriminator(6, (9, 7), 1, lambda: None)
+    D = ctgan._nets().Discriminator(6, (9, 7), 1, lambda: None)
     _nn.reset_parameters(D, gen)
     D.eval()
     real, fake = torch.randn(8, 6, generator=gen), torch.randn(8, 6, generator=gen)
@@ -180,13 +179,11 @@ def test_ctgan_critic_with_gradient_penalty_matches_per_example_autograd(C):
 
 
 def test_ctgan_critic_closed_form_refuses_packs_and_active_dropout():
-    from tabsynth.models.ctgan import _Discriminator
-
     x = torch.zeros(4, 3)
-    packed = _Discriminator(3, (4,), 2, lambda: None).eval()
+    packed = ctgan._nets().Discriminator(3, (4,), 2, lambda: None).eval()
     with pytest.raises(PrivacyError, match="pac must be 1"):
         ctgan.critic_clipped_grads(packed, x, x, x[:, :1], 10.0, 1.0)
-    dropout = _Discriminator(3, (4,), 1, lambda: torch.Generator()).train()
+    dropout = ctgan._nets().Discriminator(3, (4,), 1, lambda: torch.Generator()).train()
     with pytest.raises(PrivacyError, match="eval mode"):
         ctgan.critic_clipped_grads(dropout, x, x, x[:, :1], 10.0, 1.0)
 
@@ -195,12 +192,11 @@ def test_ctgan_critic_closed_form_with_packs_and_dropout_matches_autograd():
     """Non-DP training sums the same terms: with pac=2 and dropout, the closed-form gradient of
     the batch loss equals autograd's double backward with the same dropout masks."""
     from tabsynth.models import _nn
-    from tabsynth.models.ctgan import _Discriminator
     from tabsynth.privacy import write_linear_grads
 
     gen = torch.Generator().manual_seed(5)
     drop_gen = torch.Generator().manual_seed(6)
-    D = _Discriminator(3, (8, 5), 2, lambda: drop_gen)
+    D = ctgan._nets().Discriminator(3, (8, 5), 2, lambda: drop_gen)
     _nn.reset_parameters(D, gen)
     D.train()
     n = 6  # packs of 2 rows of 3 features

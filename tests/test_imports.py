@@ -1,5 +1,6 @@
-"""Import only what is used: the model classes load without Opacus, scipy.stats or the
-benchmark harness; Opacus comes in when a DP fit asks for it."""
+"""Import only what is used: the model classes load without torch, Opacus, scipy.stats or the
+benchmark harness; torch comes in on the first fit, load or sample, Opacus when a DP fit asks
+for it."""
 
 from __future__ import annotations
 
@@ -28,6 +29,71 @@ def test_model_classes_do_not_import_opacus():
     assert "scipy.stats" not in loaded
     assert "resource" not in loaded  # Windows has no ``resource`` module
     assert not any(m.startswith("tabsynth.bench") for m in loaded)
+
+
+def test_models_layer_imports_without_torch():
+    """Every file of ``tabsynth.models`` (a new model file too) and the names users reach first
+    load without torch: ``import torch`` at module level in any of them fails here (use
+    ``from tabsynth._lazy import F, nn, torch``). ``_private`` is the DP fit's, torch and Opacus
+    on purpose."""
+    code = (
+        "import pkgutil, sys, tabsynth, tabsynth.models as m\n"
+        "for _, name, _ in pkgutil.iter_modules(m.__path__, 'tabsynth.models.'):\n"
+        "    if name != 'tabsynth.models._private':\n"
+        "        __import__(name)\n"
+        "for name in ('CTGAN', 'TVAE', 'ARGN', *tabsynth.MODELS, 'Metadata', 'ColumnSpec',\n"
+        "             'TableTransformer', 'load', 'augment', 'datasets'):\n"
+        "    getattr(tabsynth, name)\n"
+        "import tabsynth.privacy.ghost, tabsynth.transform, tabsynth.metadata\n"
+    )
+    loaded = _modules_after(code)
+    assert {"tabsynth.models.ctgan", "tabsynth.models._nn", "tabsynth.privacy.ghost"} <= loaded
+    assert not any(m == "torch" or m.startswith("torch.") for m in loaded)
+    assert not any(m == "opacus" or m.startswith("opacus.") for m in loaded)
+
+
+def test_torch_loads_on_first_use_and_the_models_work():
+    """After the torch-free imports, a fit, a sample and a save/load round trip of every model
+    in the same process load torch transparently and give the same rows as the fitted model."""
+    code = (
+        "import sys, tempfile, os\n"
+        "import numpy as np, pandas as pd, tabsynth\n"
+        "classes = [getattr(tabsynth, name) for name in tabsynth.MODELS]\n"
+        "tabsynth.Metadata, tabsynth.load\n"
+        "assert 'torch' not in sys.modules\n"
+        "from tabsynth._lazy import nn, torch\n"
+        "rng = np.random.default_rng(0)\n"
+        "df = pd.DataFrame({'a': rng.normal(size=80), 'b': rng.choice(['x', 'y'], 80)})\n"
+        "for cls in classes:\n"
+        "    m = cls(epochs=1, batch_size=40, verbose=False, random_state=0).fit(df)\n"
+        "    assert 'torch' in sys.modules\n"
+        "    assert all(isinstance(net, nn.Module) for net in m._modules().values())\n"
+        "    with tempfile.TemporaryDirectory() as d:\n"
+        "        m.save(os.path.join(d, 'm.tsyn'))\n"
+        "        back = tabsynth.load(os.path.join(d, 'm.tsyn'))\n"
+        "    assert type(back) is cls\n"
+        "    pd.testing.assert_frame_equal(back.sample(30, random_state=1),\n"
+        "                                  m.sample(30, random_state=1))\n"
+        "import torch as real\n"
+        "assert torch.randn is real.randn and vars(torch)['randn'] is real.randn  # kept\n"
+        "assert nn.Linear is real.nn.Linear\n"
+    )
+    loaded = _modules_after(code)
+    assert "torch" in loaded
+    assert "opacus" not in loaded
+
+
+def test_no_grad_decorator_applies_when_called():
+    from tabsynth._lazy import no_grad, torch
+
+    @no_grad
+    def grad_enabled(x):
+        """doc kept"""
+        return torch.is_grad_enabled(), x
+
+    assert grad_enabled(3) == (False, 3)
+    assert torch.is_grad_enabled()
+    assert grad_enabled.__doc__ == "doc kept"
 
 
 def test_privacy_package_names_load_on_first_use():

@@ -13,9 +13,9 @@ from conftest import naive_nll
 import tabsynth
 from tabsynth.errors import DataError, HyperParameterError, SamplingError
 from tabsynth.models.tvae import (
-    _VAE,
     TVAE,
     _Layout,
+    _nets,
     _pad,
     _reconstruction,
     _reparameterise,
@@ -156,7 +156,7 @@ def test_closed_form_step_matches_autograd(dims):
     lt = layout.tensors("cpu")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        vae = _VAE(DIM, layout.n_scalar, 4, *dims)
+        vae = _nets().VAE(DIM, layout.n_scalar, 4, *dims)
         vae.log_scale.linear.weight.data.uniform_(-1.0, 0.0)
     n = 12
     perm = torch.as_tensor(layout.perm)
@@ -182,7 +182,7 @@ def test_loss_decreases_on_a_fixed_batch():
     layout = _Layout(SPANS, DIM)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        vae = _VAE(DIM, layout.n_scalar, 8, (32,), (32,))
+        vae = _nets().VAE(DIM, layout.n_scalar, 8, (32,), (32,))
     x = random_encoded(128)[:, torch.as_tensor(layout.perm)]
     lt = layout.tensors("cpu")
     opt = torch.optim.Adam(vae.parameters(), lr=1e-2)

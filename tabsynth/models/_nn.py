@@ -14,11 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
-from torch.optim.adam import adam as functional_adam  # importing it does not load torch._dynamo
 
+from tabsynth._lazy import F, nn, no_grad, torch
 from tabsynth.errors import HyperParameterError
 
 logger = logging.getLogger("tabsynth.models")
@@ -98,7 +95,7 @@ def seeded_module(
     return module.to(device)
 
 
-@torch.no_grad()
+@no_grad
 def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
     """Torch's default init for Linear (uniform ±1/sqrt(fan_in)) and norms, from ``generator``."""
     for m in module.modules():
@@ -116,27 +113,48 @@ def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 m.reset_running_stats()
 
 
-class SeededDropout(nn.Module):
-    """Dropout whose mask comes from an explicit generator (``nn.Dropout`` uses the global RNG).
+@functools.cache
+def _seeded_dropout() -> type[nn.Module]:
+    """``SeededDropout``, defined on first use so that importing this file does not import
+    torch (``tabsynth._lazy``); other files read it as ``_nn.SeededDropout``."""
 
-    ``generator`` is looked up through a callable so the module holds no generator state itself
-    (state_dicts stay plain tensors) and the owner can swap generators between fit and sample.
-    """
+    class SeededDropout(nn.Module):
+        """Dropout whose mask comes from an explicit generator (``nn.Dropout`` uses the global RNG).
 
-    def __init__(self, p: float, generator: Callable[[], torch.Generator | None]) -> None:
-        super().__init__()
-        self.p = float(p)
-        self._get_generator = generator
+        ``generator`` is looked up through a callable so the module holds no generator state itself
+        (state_dicts stay plain tensors) and the owner can swap generators between fit and sample.
+        """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p <= 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.rand(x.shape, generator=self._get_generator(), device=x.device) < keep
-        return x * mask / keep
+        def __init__(self, p: float, generator: Callable[[], torch.Generator | None]) -> None:
+            super().__init__()
+            self.p = float(p)
+            self._get_generator = generator
 
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not self.training or self.p <= 0.0:
+                return x
+            keep = 1.0 - self.p
+            mask = torch.rand(x.shape, generator=self._get_generator(), device=x.device) < keep
+            return x * mask / keep
+
+        def extra_repr(self) -> str:
+            return f"p={self.p}"
+
+    return SeededDropout
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SeededDropout":  # PEP 562: built on first use, see ``_seeded_dropout``
+        return _seeded_dropout()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def functional_adam(*args: Any, **kwargs: Any) -> None:
+    """``torch.optim.adam.adam``, imported on first use (importing it does not load
+    ``torch._dynamo``, unlike building a ``torch.optim`` optimizer; see :class:`Adam`)."""
+    from torch.optim.adam import adam
+
+    adam(*args, **kwargs)
 
 
 def adam(
@@ -188,7 +206,7 @@ class Adam:
         ]
         self._fused = True
 
-    @torch.no_grad()
+    @no_grad
     def step(self) -> None:
         live = [(p, s) for p, s in zip(self.params, self._state, strict=True) if p.grad is not None]
         if not live:
@@ -309,7 +327,7 @@ class SpanLayout:
             parts.append(torch.softmax(block, dim=-1).flatten(1).index_select(1, valid))
         return torch.cat(parts, dim=1).index_select(1, inverse)
 
-    @torch.no_grad()
+    @no_grad
     def draw(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Sampling-time decode: tanh on scalar spans and, per one-hot span, a category drawn
         from ``softmax(logits)`` written as an exact one-hot.

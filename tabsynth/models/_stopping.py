@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-from torch import nn
+from tabsynth._lazy import nn, torch
 
 
 def step_budget(

@@ -32,17 +32,17 @@ bisection through the encoder's own decoder), and those sub-columns are sampled 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
-from torch.nn import functional as F
 
+from tabsynth._lazy import F, nn, torch
 from tabsynth._params import check_int, check_number
 from tabsynth.errors import DataError, SamplingError
 from tabsynth.models import _nn
@@ -175,91 +175,101 @@ class _Layout:
         return pos.unsqueeze(1) < pos.unsqueeze(2)
 
 
-class _Net(nn.Module):
-    """Embeddings + one small network per sub-column, all sub-columns in two matmuls.
+@functools.cache
+def _nets() -> SimpleNamespace:
+    """ARGN's network, defined on first use so that importing this file does not import torch
+    (``tabsynth._lazy``): ``_nets().Net``."""
 
-    ``w1`` is ``(S*d, S, H)``: block ``(t, s)`` maps the embedding of sub-column ``t`` into the
-    hidden layer of sub-column ``s``. For one column order (shared by a batch) the blocks of
-    sub-columns not yet seen are zeroed, so all ``S`` first layers are ONE matmul of the
-    embeddings with the masked weight; ``wm[t, s]`` adds "``t`` is known" to ``s``'s hidden
-    layer (the network can tell a hidden sub-column from a zero embedding). ``w2[s]`` maps
-    ``s``'s hidden layer to its logits, padded to the widest sub-column (padding gets a fixed
-    very negative logit).
-    """
+    class _Net(nn.Module):
+        """Embeddings + one small network per sub-column, all sub-columns in two matmuls.
 
-    def __init__(self, cards: np.ndarray, embedding_dim: int, hidden: int) -> None:
-        super().__init__()
-        S, d, H = len(cards), int(embedding_dim), int(hidden)
-        C = int(cards.max()) if S else 1
-        self.S, self.d, self.H, self.C = S, d, H, C
-        self.embed = nn.Parameter(torch.zeros(int(cards.sum()), d))
-        self.w1 = nn.Parameter(torch.zeros(S * d, S, H))
-        self.wm = nn.Parameter(torch.zeros(S, S, H))
-        self.b1 = nn.Parameter(torch.zeros(S, H))
-        self.w2 = nn.Parameter(torch.zeros(S, H, C))
-        self.b2 = nn.Parameter(torch.zeros(S, C))
-        offsets = np.concatenate([[0], np.cumsum(cards)[:-1]]) if S else np.zeros(0)
-        self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.long))
-        pad = np.arange(C)[None, :] >= cards[:, None]
-        self.register_buffer("pad", torch.as_tensor(np.where(pad, _NEG, 0.0), dtype=torch.float32))
+        ``w1`` is ``(S*d, S, H)``: block ``(t, s)`` maps the embedding of sub-column ``t`` into the
+        hidden layer of sub-column ``s``. For one column order (shared by a batch) the blocks of
+        sub-columns not yet seen are zeroed, so all ``S`` first layers are ONE matmul of the
+        embeddings with the masked weight; ``wm[t, s]`` adds "``t`` is known" to ``s``'s hidden
+        layer (the network can tell a hidden sub-column from a zero embedding). ``w2[s]`` maps
+        ``s``'s hidden layer to its logits, padded to the widest sub-column (padding gets a fixed
+        very negative logit).
+        """
 
-    @torch.no_grad()
-    def reset(self, generator: torch.Generator) -> None:
-        self.embed.normal_(0.0, 1.0, generator=generator)
-        bound = 1.0 / math.sqrt(max(self.S * (self.d + 1) / 2, 1.0))  # about half is visible
-        for t in (self.w1, self.wm, self.b1):
-            t.uniform_(-bound, bound, generator=generator)
-        bound = 1.0 / math.sqrt(self.H)
-        for t in (self.w2, self.b2):
-            t.uniform_(-bound, bound, generator=generator)
+        def __init__(self, cards: np.ndarray, embedding_dim: int, hidden: int) -> None:
+            super().__init__()
+            S, d, H = len(cards), int(embedding_dim), int(hidden)
+            C = int(cards.max()) if S else 1
+            self.S, self.d, self.H, self.C = S, d, H, C
+            self.embed = nn.Parameter(torch.zeros(int(cards.sum()), d))
+            self.w1 = nn.Parameter(torch.zeros(S * d, S, H))
+            self.wm = nn.Parameter(torch.zeros(S, S, H))
+            self.b1 = nn.Parameter(torch.zeros(S, H))
+            self.w2 = nn.Parameter(torch.zeros(S, H, C))
+            self.b2 = nn.Parameter(torch.zeros(S, C))
+            offsets = np.concatenate([[0], np.cumsum(cards)[:-1]]) if S else np.zeros(0)
+            self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.long))
+            pad = np.arange(C)[None, :] >= cards[:, None]
+            self.register_buffer(
+                "pad", torch.as_tensor(np.where(pad, _NEG, 0.0), dtype=torch.float32)
+            )
 
-    def embeddings(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.embed[codes + self.offsets]  # (B, S, d)
+        @torch.no_grad()
+        def reset(self, generator: torch.Generator) -> None:
+            self.embed.normal_(0.0, 1.0, generator=generator)
+            bound = 1.0 / math.sqrt(max(self.S * (self.d + 1) / 2, 1.0))  # about half is visible
+            for t in (self.w1, self.wm, self.b1):
+                t.uniform_(-bound, bound, generator=generator)
+            bound = 1.0 / math.sqrt(self.H)
+            for t in (self.w2, self.b2):
+                t.uniform_(-bound, bound, generator=generator)
 
-    def hidden_pre(self, e: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """``(B, S, H)`` first-layer pre-activations; ``vis[s, t]``: t is seen by s."""
-        B = e.shape[0]
-        v = vis.to(e.dtype)  # (S, S)
-        w = self.w1 * v.t().repeat_interleave(self.d, 0).unsqueeze(-1)  # (S*d, S, H)
-        bias = self.b1 + torch.einsum("st,tsh->sh", v, self.wm)
-        out = torch.addmm(bias.reshape(1, -1), e.reshape(B, -1), w.reshape(self.S * self.d, -1))
-        return out.view(B, self.S, self.H)
+        def embeddings(self, codes: torch.Tensor) -> torch.Tensor:
+            return self.embed[codes + self.offsets]  # (B, S, d)
 
-    def nll(
-        self, codes: torch.Tensor, vis: torch.Tensor, keep: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Per-row negative log-likelihood summed over sub-columns, ``(B,)``."""
-        e = self.embeddings(codes)
-        if keep is not None:
-            e = e * keep
-        h = torch.relu(self.hidden_pre(e, vis)).transpose(0, 1)  # (S, B, H)
-        logits = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2) + self.pad.unsqueeze(1)
-        logp = torch.log_softmax(logits, -1)
-        return -logp.gather(2, codes.t().unsqueeze(-1)).squeeze(-1).sum(0)
+        def hidden_pre(self, e: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+            """``(B, S, H)`` first-layer pre-activations; ``vis[s, t]``: t is seen by s."""
+            B = e.shape[0]
+            v = vis.to(e.dtype)  # (S, S)
+            w = self.w1 * v.t().repeat_interleave(self.d, 0).unsqueeze(-1)  # (S*d, S, H)
+            bias = self.b1 + torch.einsum("st,tsh->sh", v, self.wm)
+            out = torch.addmm(bias.reshape(1, -1), e.reshape(B, -1), w.reshape(self.S * self.d, -1))
+            return out.view(B, self.S, self.H)
 
-    def step_logits(self, codes: torch.Tensor, vis: torch.Tensor, s: int) -> torch.Tensor:
-        """``(n, C)`` logits of sub-column ``s``; ``vis`` ``(n, S)`` says what each row knows."""
-        n = codes.shape[0]
-        vf = vis.to(torch.float32)
-        e = self.embeddings(codes) * vf.unsqueeze(-1)
-        pre = torch.addmm(self.b1[s], e.reshape(n, -1), self.w1[:, s, :])
-        pre = pre + vf @ self.wm[:, s, :]
-        return torch.addmm(self.b2[s], torch.relu(pre), self.w2[s]) + self.pad[s]
+        def nll(
+            self, codes: torch.Tensor, vis: torch.Tensor, keep: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            """Per-row negative log-likelihood summed over sub-columns, ``(B,)``."""
+            e = self.embeddings(codes)
+            if keep is not None:
+                e = e * keep
+            h = torch.relu(self.hidden_pre(e, vis)).transpose(0, 1)  # (S, B, H)
+            logits = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2) + self.pad.unsqueeze(1)
+            logp = torch.log_softmax(logits, -1)
+            return -logp.gather(2, codes.t().unsqueeze(-1)).squeeze(-1).sum(0)
 
-    def prefix_logits(self, e_ord: torch.Tensor, order: list[int], k: int) -> torch.Tensor:
-        """``(n, C)`` logits of sub-column ``order[k]`` when exactly ``order[:k]`` are known
-        (the same for every row): only the known blocks of ``w1`` are multiplied.
-        ``e_ord`` is ``(n, S, d)``: the embeddings in ``order``."""
-        s = order[k]
-        n = e_ord.shape[0]
-        seen = order[:k]
-        bias = self.b1[s] + self.wm[seen, s, :].sum(0) if k else self.b1[s]
-        if k:
-            w = self.w1.view(self.S, self.d, self.S, self.H)[seen, :, s, :]  # (k, d, H)
-            pre = torch.addmm(bias, e_ord[:, :k].reshape(n, -1), w.reshape(k * self.d, self.H))
-        else:
-            pre = bias.expand(n, -1)
-        return torch.addmm(self.b2[s], torch.relu(pre), self.w2[s]) + self.pad[s]
+        def step_logits(self, codes: torch.Tensor, vis: torch.Tensor, s: int) -> torch.Tensor:
+            """``(n, C)`` logits of sub-column ``s``; ``vis`` ``(n, S)`` says what each row
+            knows."""
+            n = codes.shape[0]
+            vf = vis.to(torch.float32)
+            e = self.embeddings(codes) * vf.unsqueeze(-1)
+            pre = torch.addmm(self.b1[s], e.reshape(n, -1), self.w1[:, s, :])
+            pre = pre + vf @ self.wm[:, s, :]
+            return torch.addmm(self.b2[s], torch.relu(pre), self.w2[s]) + self.pad[s]
+
+        def prefix_logits(self, e_ord: torch.Tensor, order: list[int], k: int) -> torch.Tensor:
+            """``(n, C)`` logits of sub-column ``order[k]`` when exactly ``order[:k]`` are known
+            (the same for every row): only the known blocks of ``w1`` are multiplied.
+            ``e_ord`` is ``(n, S, d)``: the embeddings in ``order``."""
+            s = order[k]
+            n = e_ord.shape[0]
+            seen = order[:k]
+            bias = self.b1[s] + self.wm[seen, s, :].sum(0) if k else self.b1[s]
+            if k:
+                w = self.w1.view(self.S, self.d, self.S, self.H)[seen, :, s, :]  # (k, d, H)
+                pre = torch.addmm(bias, e_ord[:, :k].reshape(n, -1), w.reshape(k * self.d, self.H))
+            else:
+                pre = bias.expand(n, -1)
+            return torch.addmm(self.b2[s], torch.relu(pre), self.w2[s]) + self.pad[s]
+
+    return SimpleNamespace(Net=_Net)
 
 
 @dataclass
@@ -458,7 +468,7 @@ class ARGN(BaseSynthesizer):
             raise DataError("ARGN needs at least one column that is not an id column")
         cards = self._layout.cards
         self.net_ = _nn.seeded_module(
-            lambda: _Net(cards, int(self.embedding_dim), int(self.hidden)),
+            lambda: _nets().Net(cards, int(self.embedding_dim), int(self.hidden)),
             self._init_generator,
             self.device_,
         )
@@ -838,7 +848,7 @@ class ARGN(BaseSynthesizer):
 
 
 def clipped_grads(
-    net: _Net, codes: torch.Tensor, vis: torch.Tensor, max_grad_norm: float
+    net: nn.Module, codes: torch.Tensor, vis: torch.Tensor, max_grad_norm: float
 ) -> torch.Tensor:
     """Write the clipped SUM of per-example gradients of the summed NLL into ``p.grad`` of
     ``net`` and return the per-example norms before clipping (an empty batch writes zeros).

@@ -64,10 +64,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from tabsynth import __version__
+from tabsynth._lazy import nn, torch
 from tabsynth._params import check_int
 from tabsynth.errors import (
     DataError,

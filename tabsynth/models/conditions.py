@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from tabsynth._lazy import torch
 from tabsynth._params import check_int
 from tabsynth.errors import DataError, SamplingError
 

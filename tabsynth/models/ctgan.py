@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
+from tabsynth._lazy import F, nn, torch
 from tabsynth._params import check_dims, check_int, check_number
 from tabsynth.errors import PrivacyError
 from tabsynth.models import _nn
@@ -26,56 +26,6 @@ _GP_LAMBDA = 10.0
 _TAU = 0.2
 
 
-class _Residual(nn.Module):
-    """Linear → BatchNorm → ReLU, concatenated with the block input (CTGAN's generator block)."""
-
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(in_dim, out_dim)
-        self.bn = nn.BatchNorm1d(out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.relu(self.bn(self.fc(x))), x], dim=1)
-
-
-class _Generator(nn.Module):
-    """CTGAN's residual generator on ``[z, condition]``: blocks ``x -> [relu(bn(fc(x))), x]``,
-    then a Linear. (Splitting the weights by input block to skip the concatenations and the
-    one-hot matmul was measured slower on CPU: three small matmuls cost more than one.)"""
-
-    def __init__(self, in_dim: int, dims: Sequence[int], out_dim: int) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = []
-        width = in_dim
-        for d in dims:
-            blocks.append(_Residual(width, int(d)))
-            width += int(d)
-        blocks.append(nn.Linear(width, out_dim))
-        self.seq = nn.Sequential(*blocks)
-
-    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Logits for noise ``z`` and the condition vectors ``cond`` (one-hot, maybe 0 wide)."""
-        return self.seq(torch.cat([z, cond], 1))
-
-
-class _LeakyReLU(nn.Module):
-    """LeakyReLU as ``x * slope_mask`` with the mask detached.
-
-    Same values and first derivative as ``F.leaky_relu``; but autograd's double backward of
-    ``leaky_relu`` sends a zero gradient back through the whole forward graph, which the
-    gradient penalty pays for with full-size matmuls of zeros. A detached mask has no such path.
-    """
-
-    def __init__(self, slope: float = 0.2) -> None:
-        super().__init__()
-        self.slope = float(slope)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            mask = torch.where(x > 0, 1.0, self.slope).to(x.dtype)
-        return x * mask
-
-
 class CriticTerms(NamedTuple):
     """Per-pack scores and penalty of one critic step, and the rank-one gradient terms."""
 
@@ -85,96 +35,154 @@ class CriticTerms(NamedTuple):
     uses: list[LinearUse]  # the gradient of fake - real + lam * penalty, per pack
 
 
-class _Discriminator(nn.Module):
-    """Critic on packs of ``pac`` rows. No BatchNorm (per-sample gradients stay DP-compatible)."""
+@functools.cache
+def _nets() -> SimpleNamespace:
+    """CTGAN's networks, defined on first use so that importing this file does not import torch
+    (``tabsynth._lazy``): ``_nets().Generator``, ``.Discriminator``, ``.LeakyReLU``."""
 
-    def __init__(self, in_dim: int, dims: Sequence[int], pac: int, generator_fn: Any) -> None:
-        super().__init__()
-        self.pac = int(pac)
-        self.pack_dim = in_dim * self.pac
-        layers: list[nn.Module] = []
-        width = self.pack_dim
-        for d in dims:
-            layers += [
-                nn.Linear(width, int(d)),
-                _LeakyReLU(0.2),
-                _nn.SeededDropout(0.5, generator_fn),
-            ]
-            width = int(d)
-        layers.append(nn.Linear(width, 1))
-        self.seq = nn.Sequential(*layers)
+    class _Residual(nn.Module):
+        """Linear → BatchNorm → ReLU, concatenated with the block input (CTGAN's generator
+        block)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x.reshape(-1, self.pack_dim))
+        def __init__(self, in_dim: int, out_dim: int) -> None:
+            super().__init__()
+            self.fc = nn.Linear(in_dim, out_dim)
+            self.bn = nn.BatchNorm1d(out_dim)
 
-    def _blocks(self) -> tuple[list[nn.Linear], list[tuple[float, _nn.SeededDropout | None]]]:
-        linears: list[nn.Linear] = []
-        after: list[tuple[float, _nn.SeededDropout | None]] = []
-        for m in self.seq:
-            if isinstance(m, nn.Linear):
-                linears.append(m)
-            elif isinstance(m, _LeakyReLU):
-                after.append((m.slope, None))
-            elif isinstance(m, _nn.SeededDropout):
-                active = self.training and m.p > 0
-                after[-1] = (after[-1][0], m if active else None)
-            else:  # pragma: no cover - the constructor builds only these
-                raise TypeError(f"critic layer {type(m).__name__} has no closed form")
-        return linears, after
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([F.relu(self.bn(self.fc(x))), x], dim=1)
 
-    @torch.no_grad()
-    def wgan_gp_terms(
-        self, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, lam: float
-    ) -> CriticTerms:
-        """Scores, penalty and per-pack gradient terms of ``D(fake) - D(real) + lam * GP`` in
-        closed form (no autograd graph, no double backward).
+    class _Generator(nn.Module):
+        """CTGAN's residual generator on ``[z, condition]``: blocks ``x -> [relu(bn(fc(x))), x]``,
+        then a Linear. (Splitting the weights by input block to skip the concatenations and the
+        one-hot matmul was measured slower on CPU: three small matmuls cost more than one.)"""
 
-        ``real``/``fake``: (n, pack_dim) packs, ``alpha``: (n, 1). The critic is a LeakyReLU
-        MLP (dropout masks are constants once drawn), so with ``delta_l`` the gradient of the
-        output at layer l's pre-activation and ``a_{l-1}`` the layer input, the real and fake
-        terms contribute ``-/+ delta_l a_{l-1}^T`` to W_l. The penalty depends on the weights
-        only through ``v = dD/dx = W_1^T M_1 ... W_L^T`` (the slope pattern is piecewise
-        constant), so its gradient w.r.t. W_l is ``delta_l t_{l-1}^T``, where ``t`` is
-        ``rho = 2 lam (||v|| - 1) v / ||v||`` pushed forward through the linear maps and
-        masks (a Jacobian-vector product). Every term is rank one per pack: DP-SGD clips them
-        exactly (``privacy.clip_linear_uses``), plain training sums them
-        (``privacy.write_linear_grads``). Tested against autograd's double backward.
+        def __init__(self, in_dim: int, dims: Sequence[int], out_dim: int) -> None:
+            super().__init__()
+            blocks: list[nn.Module] = []
+            width = in_dim
+            for d in dims:
+                blocks.append(_Residual(width, int(d)))
+                width += int(d)
+            blocks.append(nn.Linear(width, out_dim))
+            self.seq = nn.Sequential(*blocks)
+
+        def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            """Logits for noise ``z`` and the condition vectors ``cond`` (one-hot, maybe 0 wide)."""
+            return self.seq(torch.cat([z, cond], 1))
+
+    class _LeakyReLU(nn.Module):
+        """LeakyReLU as ``x * slope_mask`` with the mask detached.
+
+        Same values and first derivative as ``F.leaky_relu``; but autograd's double backward of
+        ``leaky_relu`` sends a zero gradient back through the whole forward graph, which the
+        gradient penalty pays for with full-size matmuls of zeros. A detached mask has no such path.
         """
-        linears, after = self._blocks()
-        n = real.shape[0]
-        x = torch.cat([real, fake, alpha * real + (1 - alpha) * fake], 0)
-        inputs, masks = [], []
-        for i, layer in enumerate(linears):
-            inputs.append(x)
-            x = torch.addmm(layer.bias, x, layer.weight.t())
-            if i < len(after):
-                slope, dropout = after[i]
-                m = torch.where(x > 0, 1.0, slope).to(x.dtype)
-                if dropout is not None:
-                    keep = 1.0 - dropout.p
-                    draw = torch.rand(x.shape, generator=dropout._get_generator(), device=x.device)
-                    m = m * (draw < keep).to(x.dtype) / keep
-                masks.append(m)
-                x = x * m
-        deltas: list[torch.Tensor] = [x] * len(linears)
-        d = x.new_ones(3 * n, 1)
-        for i in range(len(linears) - 1, -1, -1):
-            deltas[i] = d
-            if i > 0:
-                d = (d @ linears[i].weight) * masks[i - 1]
-        v = deltas[0][2 * n :] @ linears[0].weight  # dD/dx at the interpolates
-        norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
-        t = 2.0 * float(lam) * (norm - 1.0) * v / norm.clamp_min(1e-12)
-        uses: list[LinearUse] = []
-        for i, layer in enumerate(linears):
-            a, dl = inputs[i], deltas[i]
-            uses.append(LinearUse(layer, a[:n], -dl[:n]))
-            uses.append(LinearUse(layer, a[n : 2 * n], dl[n : 2 * n]))
-            uses.append(LinearUse(layer, t, dl[2 * n :], bias=False))
-            if i < len(masks):
-                t = (t @ layer.weight.t()) * masks[i][2 * n :]
-        out = x.squeeze(1)
-        return CriticTerms(out[:n], out[n : 2 * n], ((norm - 1.0) ** 2).squeeze(1), uses)
+
+        def __init__(self, slope: float = 0.2) -> None:
+            super().__init__()
+            self.slope = float(slope)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                mask = torch.where(x > 0, 1.0, self.slope).to(x.dtype)
+            return x * mask
+
+    class _Discriminator(nn.Module):
+        """Critic on packs of ``pac`` rows. No BatchNorm (per-sample gradients stay
+        DP-compatible)."""
+
+        def __init__(self, in_dim: int, dims: Sequence[int], pac: int, generator_fn: Any) -> None:
+            super().__init__()
+            self.pac = int(pac)
+            self.pack_dim = in_dim * self.pac
+            layers: list[nn.Module] = []
+            width = self.pack_dim
+            for d in dims:
+                layers += [
+                    nn.Linear(width, int(d)),
+                    _LeakyReLU(0.2),
+                    _nn.SeededDropout(0.5, generator_fn),
+                ]
+                width = int(d)
+            layers.append(nn.Linear(width, 1))
+            self.seq = nn.Sequential(*layers)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.seq(x.reshape(-1, self.pack_dim))
+
+        def _blocks(self) -> tuple[list[nn.Linear], list[tuple[float, _nn.SeededDropout | None]]]:
+            linears: list[nn.Linear] = []
+            after: list[tuple[float, _nn.SeededDropout | None]] = []
+            for m in self.seq:
+                if isinstance(m, nn.Linear):
+                    linears.append(m)
+                elif isinstance(m, _LeakyReLU):
+                    after.append((m.slope, None))
+                elif isinstance(m, _nn.SeededDropout):
+                    active = self.training and m.p > 0
+                    after[-1] = (after[-1][0], m if active else None)
+                else:  # pragma: no cover - the constructor builds only these
+                    raise TypeError(f"critic layer {type(m).__name__} has no closed form")
+            return linears, after
+
+        @torch.no_grad()
+        def wgan_gp_terms(
+            self, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, lam: float
+        ) -> CriticTerms:
+            """Scores, penalty and per-pack gradient terms of ``D(fake) - D(real) + lam * GP`` in
+            closed form (no autograd graph, no double backward).
+
+            ``real``/``fake``: (n, pack_dim) packs, ``alpha``: (n, 1). The critic is a LeakyReLU
+            MLP (dropout masks are constants once drawn), so with ``delta_l`` the gradient of the
+            output at layer l's pre-activation and ``a_{l-1}`` the layer input, the real and fake
+            terms contribute ``-/+ delta_l a_{l-1}^T`` to W_l. The penalty depends on the weights
+            only through ``v = dD/dx = W_1^T M_1 ... W_L^T`` (the slope pattern is piecewise
+            constant), so its gradient w.r.t. W_l is ``delta_l t_{l-1}^T``, where ``t`` is
+            ``rho = 2 lam (||v|| - 1) v / ||v||`` pushed forward through the linear maps and
+            masks (a Jacobian-vector product). Every term is rank one per pack: DP-SGD clips them
+            exactly (``privacy.clip_linear_uses``), plain training sums them
+            (``privacy.write_linear_grads``). Tested against autograd's double backward.
+            """
+            linears, after = self._blocks()
+            n = real.shape[0]
+            x = torch.cat([real, fake, alpha * real + (1 - alpha) * fake], 0)
+            inputs, masks = [], []
+            for i, layer in enumerate(linears):
+                inputs.append(x)
+                x = torch.addmm(layer.bias, x, layer.weight.t())
+                if i < len(after):
+                    slope, dropout = after[i]
+                    m = torch.where(x > 0, 1.0, slope).to(x.dtype)
+                    if dropout is not None:
+                        keep = 1.0 - dropout.p
+                        draw = torch.rand(
+                            x.shape, generator=dropout._get_generator(), device=x.device
+                        )
+                        m = m * (draw < keep).to(x.dtype) / keep
+                    masks.append(m)
+                    x = x * m
+            deltas: list[torch.Tensor] = [x] * len(linears)
+            d = x.new_ones(3 * n, 1)
+            for i in range(len(linears) - 1, -1, -1):
+                deltas[i] = d
+                if i > 0:
+                    d = (d @ linears[i].weight) * masks[i - 1]
+            v = deltas[0][2 * n :] @ linears[0].weight  # dD/dx at the interpolates
+            norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+            t = 2.0 * float(lam) * (norm - 1.0) * v / norm.clamp_min(1e-12)
+            uses: list[LinearUse] = []
+            for i, layer in enumerate(linears):
+                a, dl = inputs[i], deltas[i]
+                uses.append(LinearUse(layer, a[:n], -dl[:n]))
+                uses.append(LinearUse(layer, a[n : 2 * n], dl[n : 2 * n]))
+                uses.append(LinearUse(layer, t, dl[2 * n :], bias=False))
+                if i < len(masks):
+                    t = (t @ layer.weight.t()) * masks[i][2 * n :]
+            out = x.squeeze(1)
+            return CriticTerms(out[:n], out[n : 2 * n], ((norm - 1.0) ** 2).squeeze(1), uses)
+
+    return SimpleNamespace(Generator=_Generator, Discriminator=_Discriminator, LeakyReLU=_LeakyReLU)
 
 
 class _ConditionSampler:
@@ -594,12 +602,15 @@ class CTGAN(BaseSynthesizer):
             list(self.discriminator_dim),
         )
         self._active_generator: torch.Generator | None = None
+        nets = _nets()
         self.generator_ = _nn.seeded_module(
-            lambda: _Generator(emb + cond_dim, g_dims, data_dim), self._init_generator, self.device_
+            lambda: nets.Generator(emb + cond_dim, g_dims, data_dim),
+            self._init_generator,
+            self.device_,
         )
         pac = self._pac()
         self.discriminator_ = _nn.seeded_module(
-            lambda: _Discriminator(
+            lambda: nets.Discriminator(
                 data_dim + cond_dim, d_dims, pac, lambda: self._active_generator
             ),
             self._init_generator,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
+from tabsynth._lazy import F, nn, torch
 from tabsynth._params import check_dims, check_int, check_number
 from tabsynth.errors import DataError
 from tabsynth.models import _nn
@@ -221,30 +221,6 @@ class ElboTerms(NamedTuple):
     uses: list[LinearUse]  # the gradient of sum_i (rec_weight * rec_i + kl_weight * kl_i)
 
 
-class _LogScale(nn.Module):
-    """Per-column log standard deviation of the scalar spans, shaped ``(batch, n_scalar)``.
-
-    A bias-free ``Linear(1, n)`` applied to a constant input of ones: the parameter is an
-    ordinary Linear weight, so per-example clipping treats it like every other layer (its
-    rank-one term has the input 1).
-    """
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(1, n, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.new_ones(x.shape[0], 1))
-
-    @torch.no_grad()
-    def reset(self) -> None:
-        self.linear.weight.fill_(_LOG_SIGMA_INIT)
-
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        self.linear.weight.clamp_(_LOG_SIGMA_MIN, _LOG_SIGMA_MAX)
-
-
 def _mlp(in_dim: int, dims: Sequence[int]) -> tuple[nn.Sequential, int]:
     layers: list[nn.Module] = []
     width = in_dim
@@ -254,94 +230,124 @@ def _mlp(in_dim: int, dims: Sequence[int]) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*layers), width
 
 
-class _VAE(nn.Module):
-    """Encoder, decoder and scalar log-scales in ONE module, so DP-SGD can clip all of them.
+@functools.cache
+def _nets() -> SimpleNamespace:
+    """TVAE's network, defined on first use so that importing this file does not import torch
+    (``tabsynth._lazy``): ``_nets().VAE``."""
 
-    Only Linear and ReLU layers (no BatchNorm), so every example's gradient is a sum of rank-one
-    terms per layer (``elbo_terms``). The noise of the reparameterisation is an argument: the
-    module itself draws nothing at random.
-    """
+    class _LogScale(nn.Module):
+        """Per-column log standard deviation of the scalar spans, shaped ``(batch, n_scalar)``.
 
-    def __init__(
-        self,
-        data_dim: int,
-        n_scalar: int,
-        embedding_dim: int,
-        compress_dims: Sequence[int],
-        decompress_dims: Sequence[int],
-    ) -> None:
-        super().__init__()
-        self.encoder, width = _mlp(data_dim, compress_dims)
-        self.latent = nn.Linear(width, 2 * embedding_dim)  # mean and log-variance in one matmul
-        body, width = _mlp(embedding_dim, decompress_dims)
-        self.decoder = nn.Sequential(*body, nn.Linear(width, data_dim))
-        self.log_scale = _LogScale(n_scalar)
-
-    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decoder(z), self.log_scale(z)
-
-    def forward(
-        self, x: torch.Tensor, noise: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decoder logits, scalar log-scales and the per-row KL term for a batch ``x`` (the
-        differentiable reference of ``elbo_terms``)."""
-        z, kl, _, _ = _reparameterise(self.latent(self.encoder(x)), noise)
-        logits, log_sigma = self.decode(z)
-        return logits, log_sigma, kl
-
-    @torch.no_grad()
-    def elbo_terms(
-        self,
-        x: torch.Tensor,
-        noise: torch.Tensor,
-        lt: _LayoutTensors,
-        rec_weight: float,
-        kl_weight: float,
-    ) -> ElboTerms:
-        """Per-row reconstruction NLL and KL of a batch ``x`` (decoder order) and the gradient
-        of ``sum_i (rec_weight * rec_i + kl_weight * kl_i)`` as rank-one terms, in closed form.
-
-        One forward pass keeps each Linear layer's input ``a``; the backward pass carries the
-        loss gradient ``g`` at each layer's output (ReLU: zero where the output was; latent
-        layer: the reparameterisation's derivative plus the KL's). Layer l's weight gradient is
-        ``sum_i g_i a_i^T``: plain training sums it (``privacy.write_linear_grads``), DP-SGD
-        clips it per example exactly (``privacy.clip_linear_uses``). No autograd graph: ~40
-        fewer nodes per step and nothing recorded by hooks. Tested against autograd.
+        A bias-free ``Linear(1, n)`` applied to a constant input of ones: the parameter is an
+        ordinary Linear weight, so per-example clipping treats it like every other layer (its
+        rank-one term has the input 1).
         """
-        enc = [m for m in self.encoder if isinstance(m, nn.Linear)]
-        dec = [m for m in self.decoder if isinstance(m, nn.Linear)]
-        layers = [*enc, self.latent, *dec]
-        inputs: list[torch.Tensor] = []
-        h = x
-        for layer in enc:
+
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.linear = nn.Linear(1, n, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x.new_ones(x.shape[0], 1))
+
+        @torch.no_grad()
+        def reset(self) -> None:
+            self.linear.weight.fill_(_LOG_SIGMA_INIT)
+
+        @torch.no_grad()
+        def clamp_(self) -> None:
+            self.linear.weight.clamp_(_LOG_SIGMA_MIN, _LOG_SIGMA_MAX)
+
+    class _VAE(nn.Module):
+        """Encoder, decoder and scalar log-scales in ONE module, so DP-SGD can clip all of them.
+
+        Only Linear and ReLU layers (no BatchNorm), so every example's gradient is a sum of rank-one
+        terms per layer (``elbo_terms``). The noise of the reparameterisation is an argument: the
+        module itself draws nothing at random.
+        """
+
+        def __init__(
+            self,
+            data_dim: int,
+            n_scalar: int,
+            embedding_dim: int,
+            compress_dims: Sequence[int],
+            decompress_dims: Sequence[int],
+        ) -> None:
+            super().__init__()
+            self.encoder, width = _mlp(data_dim, compress_dims)
+            self.latent = nn.Linear(width, 2 * embedding_dim)  # mean and log-variance in one matmul
+            body, width = _mlp(embedding_dim, decompress_dims)
+            self.decoder = nn.Sequential(*body, nn.Linear(width, data_dim))
+            self.log_scale = _LogScale(n_scalar)
+
+        def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.decoder(z), self.log_scale(z)
+
+        def forward(
+            self, x: torch.Tensor, noise: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """Decoder logits, scalar log-scales and the per-row KL term for a batch ``x`` (the
+            differentiable reference of ``elbo_terms``)."""
+            z, kl, _, _ = _reparameterise(self.latent(self.encoder(x)), noise)
+            logits, log_sigma = self.decode(z)
+            return logits, log_sigma, kl
+
+        @torch.no_grad()
+        def elbo_terms(
+            self,
+            x: torch.Tensor,
+            noise: torch.Tensor,
+            lt: _LayoutTensors,
+            rec_weight: float,
+            kl_weight: float,
+        ) -> ElboTerms:
+            """Per-row reconstruction NLL and KL of a batch ``x`` (decoder order) and the gradient
+            of ``sum_i (rec_weight * rec_i + kl_weight * kl_i)`` as rank-one terms, in closed form.
+
+            One forward pass keeps each Linear layer's input ``a``; the backward pass carries the
+            loss gradient ``g`` at each layer's output (ReLU: zero where the output was; latent
+            layer: the reparameterisation's derivative plus the KL's). Layer l's weight gradient is
+            ``sum_i g_i a_i^T``: plain training sums it (``privacy.write_linear_grads``), DP-SGD
+            clips it per example exactly (``privacy.clip_linear_uses``). No autograd graph: ~40
+            fewer nodes per step and nothing recorded by hooks. Tested against autograd.
+            """
+            enc = [m for m in self.encoder if isinstance(m, nn.Linear)]
+            dec = [m for m in self.decoder if isinstance(m, nn.Linear)]
+            layers = [*enc, self.latent, *dec]
+            inputs: list[torch.Tensor] = []
+            h = x
+            for layer in enc:
+                inputs.append(h)
+                h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
             inputs.append(h)
-            h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
-        inputs.append(h)
-        hl = torch.addmm(self.latent.bias, h, self.latent.weight.t())
-        h, kl, noise_std, var_m1 = _reparameterise(hl, noise)
-        for layer in dec[:-1]:
+            hl = torch.addmm(self.latent.bias, h, self.latent.weight.t())
+            h, kl, noise_std, var_m1 = _reparameterise(hl, noise)
+            for layer in dec[:-1]:
+                inputs.append(h)
+                h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
             inputs.append(h)
-            h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
-        inputs.append(h)
-        dim = dec[-1].out_features
-        logits = h.new_empty(x.shape[0], dim + 1)  # the decoder's output, then -inf (see _pad)
-        logits[:, dim] = -math.inf
-        torch.addmm(dec[-1].bias, h, dec[-1].weight.t(), out=logits[:, :dim])
-        log_sigma = self.log_scale.linear.weight.t()  # (1, n_scalar)
-        rec, g, g_log_sigma = _reconstruction(logits, x, log_sigma, lt, rec_weight)
-        ones = x.new_ones(x.shape[0], 1)
-        uses = [LinearUse(self.log_scale.linear, ones, g_log_sigma, bias=False)]
-        z_layer = len(enc) + 1
-        for i in range(len(layers) - 1, -1, -1):
-            uses.append(LinearUse(layers[i], inputs[i], g))
-            if i == 0:
-                break
-            g = g @ layers[i].weight
-            if i == z_layer:
-                g = _reparameterise_grad(hl, noise_std, var_m1, g, kl_weight)
-            else:  # ReLU's derivative from its output, in one kernel
-                g = torch.ops.aten.threshold_backward(g, inputs[i], 0.0)
-        return ElboTerms(rec, kl, uses)
+            dim = dec[-1].out_features
+            logits = h.new_empty(x.shape[0], dim + 1)  # the decoder's output, then -inf (see _pad)
+            logits[:, dim] = -math.inf
+            torch.addmm(dec[-1].bias, h, dec[-1].weight.t(), out=logits[:, :dim])
+            log_sigma = self.log_scale.linear.weight.t()  # (1, n_scalar)
+            rec, g, g_log_sigma = _reconstruction(logits, x, log_sigma, lt, rec_weight)
+            ones = x.new_ones(x.shape[0], 1)
+            uses = [LinearUse(self.log_scale.linear, ones, g_log_sigma, bias=False)]
+            z_layer = len(enc) + 1
+            for i in range(len(layers) - 1, -1, -1):
+                uses.append(LinearUse(layers[i], inputs[i], g))
+                if i == 0:
+                    break
+                g = g @ layers[i].weight
+                if i == z_layer:
+                    g = _reparameterise_grad(hl, noise_std, var_m1, g, kl_weight)
+                else:  # ReLU's derivative from its output, in one kernel
+                    g = torch.ops.aten.threshold_backward(g, inputs[i], 0.0)
+            return ElboTerms(rec, kl, uses)
+
+    return SimpleNamespace(VAE=_VAE)
 
 
 class TVAE(BaseSynthesizer):
@@ -515,7 +521,7 @@ class TVAE(BaseSynthesizer):
         emb = int(self.embedding_dim)
         comp, decomp = [int(d) for d in self.compress_dims], [int(d) for d in self.decompress_dims]
         self.vae_ = _nn.seeded_module(
-            lambda: _VAE(layout.dim, layout.n_scalar, emb, comp, decomp),
+            lambda: _nets().VAE(layout.dim, layout.n_scalar, emb, comp, decomp),
             self._init_generator,
             self.device_,
         )

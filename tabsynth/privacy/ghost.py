@@ -20,9 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
+from tabsynth._lazy import nn, torch
 from tabsynth.errors import PrivacyError
 
 __all__ = ["LinearTape", "LinearUse", "clip_linear_uses", "record_linear", "write_linear_grads"]
