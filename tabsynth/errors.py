@@ -31,3 +31,7 @@ class ModelFileError(TabsynthError):
 
 class HyperParameterError(TabsynthError):
     """A constructor argument (hyper-parameter or setting) is out of range or inconsistent."""
+
+
+class DistributedError(TabsynthError):
+    """A distributed fit cannot run as asked (no torchrun environment, devices, a failed rank)."""

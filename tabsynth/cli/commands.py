@@ -159,6 +159,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "--declare-public to publish the facts inferred from the data (they are then not "
             "protected)"
         )
+    distributed = bool(getattr(args, "distributed", False))
+    main_rank = True
+    if distributed:  # before the file is read: the environment alone
+        from tabsynth import _distributed
+
+        main_rank = _distributed.environment()[0] == 0
+        args.quiet = args.quiet or not main_rank  # rank 0 alone prints
     out = check_output_path(args.output, "model file")
     _set_threads(args)
     timings: dict[str, float] = {}
@@ -193,7 +200,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     params["rare_threshold"] = getattr(args, "rare_threshold", "auto")
     model = _model_class(args.model)(**params)
     _say(args, f"fitting {model!r}")
-    model.fit(df, metadata=meta, log_dir=getattr(args, "log_dir", None))
+    model.fit(df, metadata=meta, log_dir=getattr(args, "log_dir", None), distributed=distributed)
+    if not main_rank:  # every process holds the same model: rank 0 writes it
+        return 0
     fitted = getattr(model, "timings_", {})
     timings["preprocess"] = float(fitted.get("preprocess_s", float("nan")))
     timings["train"] = float(fitted.get("train_s", float("nan")))

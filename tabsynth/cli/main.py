@@ -203,6 +203,13 @@ def _add_fit(sub: Any) -> None:
         help="write per-epoch TensorBoard scalars there (needs the tensorboard package; "
         "under DP only DP values)",
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one of several processes started by torchrun (torchrun --nproc_per_node=N -m "
+        "tabsynth fit ... --distributed): each trains on its share of the rows, rank 0 writes "
+        "the model (docs/scaling.md)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="MODEL.tsyn", help="model file")
     p.set_defaults(func=_run("commands", "cmd_fit"))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tabsynth import _distributed
 from tabsynth._lazy import F, nn, no_grad, torch
 from tabsynth.errors import HyperParameterError
 
@@ -184,6 +185,11 @@ class Adam:
     ``torch.optim`` optimizer of a process imports ``torch._dynamo`` (0.7-1.2 s on the
     reference machine, paid by every ``fit`` in a fresh process), and its ``step`` wrappers cost
     ~0.1 ms per step. Parameters whose ``.grad`` is None are skipped, as torch.optim does.
+
+    In a distributed fit (``tabsynth._distributed``) ``step`` first averages the gradients
+    over the processes in one bucketed all-reduce: every model's plain training (and CTGAN's
+    generator under DP) updates through here, so each gets data parallelism without code
+    of its own; all processes then apply the same update to the same weights.
     """
 
     def __init__(
@@ -211,6 +217,8 @@ class Adam:
         live = [(p, s) for p, s in zip(self.params, self._state, strict=True) if p.grad is not None]
         if not live:
             return
+        if _distributed.active() is not None:  # the same set of gradients on every process
+            _distributed.all_reduce_([p.grad for p, _ in live], average=True)
         args = (
             [p for p, _ in live],
             [p.grad for p, _ in live],

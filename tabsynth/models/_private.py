@@ -39,6 +39,7 @@ import torch
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
+from tabsynth import _distributed
 from tabsynth.errors import MetadataError, PrivacyError
 from tabsynth.metadata import Metadata
 from tabsynth.models import _nn
@@ -126,6 +127,7 @@ class PrivateFit:
             expected_batch_size=self.expected_batch,
             generator=_nn.make_generator(secret_seed("dp-sgd-noise"), device),
             clipping=clipping,
+            distributed=_distributed.active() is not None,
         )
         self.calibration.guard(self.ledger).attach(dp_opt)
         return dp_opt
@@ -304,6 +306,10 @@ def _grid_bins(lo: float, hi: float, integer: bool) -> int:
     return _MAX_GRID_BINS
 
 
+#: what ``calibrate`` solves (the rest of a Calibration is the public plan)
+_SOLVED = ("gaussian_sigma", "noise_multiplier", "epsilon", "rdp_epsilon", "metadata_epsilon")
+
+
 @dataclass
 class _Plan:
     """The public half of a DP fit, fixed before any row is read: the schema (with placeholders
@@ -325,6 +331,20 @@ class _Plan:
         calibration: the Gaussian sigmas do not depend on the DP-SGD plan)."""
         return [p.name for p in self.gaussians if p.name in ("row-count", "category-domains")]
 
+    def _dpsgd(self, sample_rate: float, steps: int) -> DPSGDPlan:
+        return DPSGDPlan("dp-sgd", sample_rate, steps, max_grad_norm=self.max_grad_norm)
+
+    def solved(self, sample_rate: float, steps: int, noise: dict[str, Any]) -> Calibration:
+        """The calibration ``solve(sample_rate, steps)`` gave another process (rank 0),
+        from its noise levels and epsilons (``_SOLVED``): no second, slower solve."""
+        return Calibration(
+            self.epsilon,
+            self.delta,
+            tuple(self.gaussians),
+            self._dpsgd(sample_rate, steps),
+            **{k: noise[k] for k in _SOLVED},
+        )
+
     def solve(self, sample_rate: float, steps: int) -> Calibration:
         """Every noise level for a DP-SGD run of ``steps`` at ``sample_rate``."""
         try:
@@ -332,7 +352,7 @@ class _Plan:
                 self.epsilon,
                 self.delta,
                 self.gaussians,
-                DPSGDPlan("dp-sgd", sample_rate, steps, max_grad_norm=self.max_grad_norm),
+                self._dpsgd(sample_rate, steps),
                 metadata_share=self.metadata_share,
             )
         except PrivacyError as exc:  # it quotes an internal share: say it with the user's epsilon
@@ -567,11 +587,89 @@ def prepare_private_fit(
         metadata_share=metadata_share,
         dp_domains=dp_domains,
     )
-    ledger = PrivacyLedger(
+    settings = (batch_size, epochs, critic_steps, seed)
+    if _distributed.active() is None:
+        return _release(df, plan, *settings)
+    return _release_distributed(df, plan, *settings)
+
+
+def _ledger(plan: _Plan) -> PrivacyLedger:
+    return PrivacyLedger(
         delta=plan.delta,
         n_treatment="public (declared)" if plan.metadata.n_rows is not None else "noisy count",
         schema_source="declared",
     )
+
+
+def _dpsgd_schedule(n_est: int, batch_size: int) -> tuple[int, float, int]:
+    """``(expected batch, q, steps per epoch)`` from the DP (or declared) row count."""
+    expected_batch = int(min(batch_size, n_est))
+    sample_rate = expected_batch / n_est
+    return expected_batch, sample_rate, int(1 / sample_rate)  # what Opacus' loader runs
+
+
+def _release_distributed(
+    df: pd.DataFrame, plan: _Plan, batch_size: int, epochs: int, critic_steps: int, seed: int
+) -> PrivateFit:
+    """The DP preparation of one process of a distributed fit.
+
+    Rank 0 makes every release exactly as a one-process fit does (same code, same ledger,
+    noise from its own OS entropy) and sends the results -- the public schema with any DP
+    domains, the transformer, the noisy count and the DP category frequencies, all DP or
+    public -- to the others as JSON. Every process then keeps its shard of the rows (rows
+    ``rank::world``, none repeated) for Poisson sampling at the same rate ``q``; the
+    others encode their shard with their own secret seed and take rank 0's calibration of
+    the same public plan.
+    """
+    mine: list[PrivateFit] = []
+
+    def release() -> dict[str, Any]:
+        private = _release(df, plan, batch_size, epochs, critic_steps, seed)
+        mine.append(private)
+        return {
+            "metadata": private.metadata.to_dict(),
+            "transformer": private.transformer.to_dict(),
+            "n_estimate": private.n_estimate,
+            "category_probs": {k: v.tolist() for k, v in private.category_probs.items()},
+            "calibration": {k: getattr(private.calibration, k) for k in _SOLVED},
+            "steps": private.steps,
+        }
+
+    shared = _distributed.on_main(release)
+    if mine:  # rank 0
+        private = mine[0]
+        private.X = private.X[_distributed.shard(len(private.X), pad=False)]
+        return private
+    metadata = Metadata.from_dict(shared["metadata"])
+    transformer = TableTransformer.from_dict(shared["transformer"])
+    n_est = int(shared["n_estimate"])
+    expected_batch, sample_rate, steps_per_epoch = _dpsgd_schedule(n_est, batch_size)
+    steps = dpsgd_steps(int(epochs), steps_per_epoch, int(critic_steps))
+    if steps != shared["steps"]:
+        raise PrivacyError("internal: the processes planned different numbers of DP-SGD steps")
+    cal = plan.solved(sample_rate, steps, shared["calibration"])
+    rows = df.iloc[_distributed.shard(len(df), pad=False)]
+    frame = private_frame(rows, metadata)
+    X = transformer.transform(frame, random_state=secret_seed("encoding"))
+    probs = {k: np.asarray(v, dtype=np.float64) for k, v in shared["category_probs"].items()}
+    return PrivateFit(
+        _ledger(plan),  # counts this process's DP-SGD steps; rank 0's ledger is the report
+        cal,
+        transformer,
+        X,
+        n_est,
+        expected_batch,
+        steps_per_epoch,
+        probs,
+        metadata,
+    )
+
+
+def _release(
+    df: pd.DataFrame, plan: _Plan, batch_size: int, epochs: int, critic_steps: int, seed: int
+) -> PrivateFit:
+    """Every release of a one-process fit (and of rank 0 in a distributed one)."""
+    ledger = _ledger(plan)
     # from here on the rows are read, and nothing below refuses because of what they hold
     frame = private_frame(df, plan.metadata)
     rng = _secret_rng("metadata-noise")  # never from random_state, never saved
@@ -580,9 +678,7 @@ def prepare_private_fit(
     _release_domains(df, plan, provisional, rng, ledger)  # before the probe: it needs them
     probe = TableTransformer(plan.metadata, random_state=seed)
 
-    expected_batch = int(min(batch_size, n_est))
-    sample_rate = expected_batch / n_est
-    steps_per_epoch = int(1 / sample_rate)  # what Opacus' DPDataLoader runs per epoch
+    expected_batch, sample_rate, steps_per_epoch = _dpsgd_schedule(n_est, batch_size)
     cal = plan.solve(sample_rate, dpsgd_steps(int(epochs), steps_per_epoch, int(critic_steps)))
     for name in plan.early:
         if not math.isclose(cal.sigma(name), provisional.sigma(name), rel_tol=1e-12):

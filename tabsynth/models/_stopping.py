@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tabsynth import _distributed
 from tabsynth._lazy import nn, torch
 
 
@@ -77,8 +78,12 @@ class EarlyStopping:
         self.stall = 0
         self._state: dict[str, dict[str, torch.Tensor]] | None = None
 
-    def update(self, value: float) -> None:
-        """Record one validation loss (a relative gain below 1e-4 counts as a stall)."""
+    def update(self, value: float) -> float:
+        """Record one validation loss (a relative gain below 1e-4 counts as a stall) and
+        return it. In a distributed fit the loss of each process's held-out slice is
+        averaged over the processes first, so they all take the same decisions (learning
+        rate, best weights, stop) and stay identical."""
+        value = _distributed.mean(value)
         scale = abs(self.best if math.isfinite(self.best) else value)
         if value < self.best - 1e-4 * scale:
             self.best, self.stall = value, 0
@@ -90,6 +95,7 @@ class EarlyStopping:
             self.stall += 1
             self.lr *= 0.5
             self.optimizer.lr = self.lr
+        return value
 
     @property
     def done(self) -> bool:

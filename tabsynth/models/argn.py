@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from tabsynth import _distributed
 from tabsynth._lazy import F, nn, torch
 from tabsynth._params import check_int, check_number
 from tabsynth.errors import DataError, SamplingError
@@ -542,8 +543,7 @@ class ARGN(BaseSynthesizer):
                 if n_val:
                     with torch.no_grad():
                         v = sum(float(net.nll(p, o).sum()) for p, o in val_parts) / n_val
-                    row["val_loss"] = v
-                    stopper.update(v)
+                    row["val_loss"] = stopper.update(v)
                 row["lr"] = stopper.lr
                 self._log_epoch(**row)
                 if auto and (stopper.done or steps >= budget):
@@ -561,7 +561,7 @@ class ARGN(BaseSynthesizer):
             total=total,
             desc=type(self).__name__,
             unit="epoch",
-            disable=not self.verbose,
+            disable=not (self.verbose and _distributed.is_main()),
             # under DP no elapsed time or rate: they scale with the private row count
             bar_format=None if self.epsilon is None else "{l_bar}{bar}| {n_fmt}/{total_fmt}",
         )

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from tabsynth import __version__
+from tabsynth import __version__, _distributed
 from tabsynth._lazy import nn, torch
 from tabsynth._params import check_int
 from tabsynth.errors import (
@@ -288,6 +288,29 @@ class BaseSynthesizer:
     def _check_params(self) -> None:
         return None
 
+    def _gather_fitted_state(self) -> None:
+        """After a plain distributed fit: make fitted state that ``_train`` computed from this
+        process's shard describe the whole table (CTGAN: category counts summed over the
+        processes with ``_distributed.all_reduce_``). Not called under DP, where such state
+        comes from DP releases made once, on rank 0."""
+        return None
+
+    def _module_tensors(self, params: bool = True) -> list[torch.Tensor]:
+        """The networks' parameters (``params``) and buffers, in a fixed order."""
+        out: list[torch.Tensor] = []
+        for module in self._modules().values():
+            if params:
+                out.extend(p.data for p in module.parameters())
+            out.extend(module.buffers())
+        return out
+
+    def _process_batch(self, batch: int, world: int) -> int:
+        """Rows per process and step of a distributed fit: ``batch / world``, a multiple of
+        ``_batch_multiple`` and at least ``_min_batch``."""
+        multiple = max(int(self._batch_multiple()), 1)
+        smallest = multiple * -(-max(int(self._min_batch), 1) // multiple)
+        return max(smallest, batch // world // multiple * multiple)
+
     # -- fit ------------------------------------------------------------------------------
     def fit(
         self,
@@ -296,6 +319,7 @@ class BaseSynthesizer:
         *,
         callbacks: Sequence[Any] | None = None,
         log_dir: str | os.PathLike | None = None,
+        distributed: bool = False,
     ) -> BaseSynthesizer:
         """Learn the table ``df``; ``metadata=None`` infers it from the data.
 
@@ -303,13 +327,23 @@ class BaseSynthesizer:
         the epoch's history row. ``log_dir``: write the same rows as TensorBoard scalars there
         (needs the ``tensorboard`` package). Under DP both receive only DP or public values
         (the epoch, the epsilon spent so far, losses that are post-processing of the release).
+
+        ``distributed=True``: this process is one of several started by ``torchrun`` (every
+        one calls ``fit`` on the same table); each trains on its shard of the rows and the
+        gradients are averaged before every optimizer step, so all of them end with the same
+        model (``batch_size`` stays the rows of one step, split over the processes). Rank 0
+        alone shows progress, calls ``callbacks``/``log_dir`` and, under DP, makes the noisy
+        releases and adds the DP-SGD noise. See docs/scaling.md.
         """
         from tabsynth.metadata import Metadata
         from tabsynth.models._tracking import check_callbacks
-        from tabsynth.transform import TableTransformer
 
         callbacks = check_callbacks(callbacks)
         self._validate_params()
+        if not isinstance(distributed, (bool, np.bool_)):
+            raise HyperParameterError(f"distributed must be True or False, got {distributed!r}")
+        if distributed:  # before any row is read: the environment alone
+            _distributed.environment()
         if self.epsilon is None:
             # the frame is checked, and its metadata inferred or validated, once: by
             # TableTransformer.fit below
@@ -323,6 +357,19 @@ class BaseSynthesizer:
             check_private_input(df, metadata)
 
         self.device_ = _nn.resolve_device(self.device)
+        if not distributed:
+            return self._fit(df, metadata, callbacks, log_dir)
+        self.device_ = _distributed.process_device(
+            self.device_, self.device, _distributed.environment()[2]
+        )
+        with _distributed.session(self.device_):
+            return self._fit(df, metadata, callbacks, log_dir)
+
+    def _fit(self, df: Any, metadata: Any, callbacks: list[Any], log_dir: Any) -> BaseSynthesizer:
+        """``fit`` once the arguments are checked and the device (and any process group) set."""
+        from tabsynth.transform import TableTransformer
+
+        session = _distributed.active()
         logger.info("%s: training on device %s", type(self).__name__, self.device_)
         seeds = _int_seeds(_seed_from(self.random_state), 4)
         if self.epsilon is not None:
@@ -335,17 +382,27 @@ class BaseSynthesizer:
             self._seeds_ = [seeds[0], seeds[1], None, seeds[3]]
         else:
             self._seeds_ = seeds
+            if session is not None and session.rank:  # per-process draws (batches, noise)
+                seeds[2] = _int_seeds(np.random.SeedSequence([seeds[2], session.rank]), 1)[0]
         private = None
 
         t0 = time.perf_counter()
         if self.epsilon is None:
-            transformer = TableTransformer(
-                metadata,
-                random_state=seeds[0],
-                max_fit_samples=self.max_fit_samples,
-                rare_threshold=getattr(self, "rare_threshold", "auto"),
-            )
-            transformer.fit(df)
+
+            def fit_transformer() -> Any:
+                transformer = TableTransformer(
+                    metadata,
+                    random_state=seeds[0],
+                    max_fit_samples=self.max_fit_samples,
+                    rare_threshold=getattr(self, "rare_threshold", "auto"),
+                )
+                return transformer.fit(df)
+
+            if session is None:
+                transformer = fit_transformer()
+            else:  # fitted once, on rank 0, and sent to the others as JSON
+                state = _distributed.on_main(lambda: fit_transformer().to_dict())
+                transformer = TableTransformer.from_dict(state)
             metadata = transformer.metadata_
             X = np.ascontiguousarray(transformer.transform(df), dtype=np.float32)
             n_rows = int(len(df))
@@ -376,15 +433,21 @@ class BaseSynthesizer:
         self.batch_size_ = (
             self._resolve_batch_size(len(df)) if private is None else private.expected_batch
         )
+        if session is not None and private is None:  # each process computes its share
+            self.batch_size_ = self._process_batch(self.batch_size_, session.world)
         self._init_generator = _nn.make_generator(seeds[1], "cpu")
         self._train_generator = _nn.make_generator(seeds[2], self.device_)
         self._train_rng = np.random.default_rng(seeds[2])
         self._sample_seed_ = seeds[3]
         self._sample_generator: torch.Generator | None = None
         self._build()
+        if session is not None:  # seeded alike anyway; rank 0's weights make it certain
+            _distributed.broadcast_(self._module_tensors())
 
         from tabsynth.models._tracking import Tracker
 
+        if not _distributed.is_main():  # rank 0 alone reports
+            callbacks, log_dir = [], None
         self._tracker = Tracker(callbacks, log_dir, private=private, dp_keys=self._dp_log_keys)
         t1 = time.perf_counter()
         self._history_rows: list[dict[str, float]] = []
@@ -392,15 +455,26 @@ class BaseSynthesizer:
             module.train()
         try:
             if private is None:
+                if session is not None:  # this process's rows (the one place they are split)
+                    X = X[_distributed.shard(len(X), pad=True)]
                 self._train(torch.as_tensor(X, device=self.device_))
                 self.privacy_report_ = None
+                if session is not None:
+                    self._gather_fitted_state()
             else:
                 self._train_private(private)
                 from tabsynth.models._private import finish_private_fit
 
-                self.privacy_report_ = finish_private_fit(private)
-                if self.verbose:
+                self.privacy_report_ = _distributed.on_main(lambda: finish_private_fit(private))
+                if self.verbose and _distributed.is_main():
                     print(format_privacy_report(self.privacy_report_))
+            if session is not None:
+                # running statistics (BatchNorm) were updated by each process from its own
+                # batches: their mean, so every process holds the same model
+                floating = [t for t in self._module_tensors(params=False) if t.is_floating_point()]
+                _distributed.all_reduce_(floating, average=True)
+                if private is None:  # rows per optimizer step, all processes together
+                    self.batch_size_ *= session.world
         finally:
             self._tracker.close()
             del self._tracker
@@ -543,7 +617,7 @@ class BaseSynthesizer:
             range(int(total)),
             desc=type(self).__name__,
             unit="epoch",
-            disable=not self.verbose,
+            disable=not (self.verbose and _distributed.is_main()),
             leave=True,
             # under DP no elapsed time or rate: they scale with the private row count
             bar_format=None if self.epsilon is None else "{l_bar}{bar}| {n_fmt}/{total_fmt}",

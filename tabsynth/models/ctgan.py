@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from tabsynth import _distributed
 from tabsynth._lazy import F, nn, torch
 from tabsynth._params import check_dims, check_int, check_number
 from tabsynth.errors import PrivacyError
@@ -622,6 +623,13 @@ class CTGAN(BaseSynthesizer):
 
     def _extra_state(self) -> dict[str, np.ndarray]:
         return {"category_counts": self._sampler.counts.detach().cpu().numpy()}
+
+    def _gather_fitted_state(self) -> None:
+        # each process trained on the category frequencies of its shard; the saved ones (the
+        # sampling-time condition frequencies) are those of the whole table
+        counts = self._sampler.counts.clone()
+        _distributed.all_reduce_([counts], average=False)
+        self._sampler.set_counts(counts)
 
     def _set_extra_state(self, state: dict[str, np.ndarray]) -> None:
         counts = np.asarray(state["category_counts"], dtype=np.float64)

@@ -590,8 +590,8 @@ class TVAE(BaseSynthesizer):
             if val is not None and ((epoch + 1) % every == 0 or last):
                 with torch.no_grad():
                     t = self._elbo_terms(val, val_noise)
-                    row["val_loss"] = float((rf * t.reconstruction + kw * t.kl).mean())
-                stopper.update(row["val_loss"])
+                    val_loss = float((rf * t.reconstruction + kw * t.kl).mean())
+                row["val_loss"] = stopper.update(val_loss)
             if auto:
                 row["lr"] = stopper.lr
             self._log_epoch(**row)

@@ -19,7 +19,10 @@ from typing import Any, NamedTuple
 
 import torch
 from opacus.data_loader import DPDataLoader
-from opacus.optimizers import DPOptimizer
+from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
+from opacus.optimizers.ddpoptimizer_fast_gradient_clipping import (
+    DistributedDPOptimizerFastGradientClipping,
+)
 from opacus.optimizers.optimizer_fast_gradient_clipping import DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
 from opacus.validators.errors import UnsupportedModuleError
@@ -27,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils.data import TensorDataset
 
+from tabsynth import _distributed
 from tabsynth.errors import PrivacyError
 from tabsynth.privacy.ledger import check_delta
 
@@ -294,6 +298,30 @@ def secure_generator() -> torch.Generator:
     return torchcsprng.create_random_device_generator("/dev/urandom")
 
 
+class _SummedAcrossProcesses:
+    """Opacus' distributed DP optimizers with one change: ``reduce_gradients`` SUMS the
+    processes' gradients in one bucketed all-reduce (``tabsynth._distributed``) instead of
+    averaging them one tensor at a time.
+
+    What each process holds at that point: its clipped per-example gradients summed over
+    its own Poisson sample, plus -- on rank 0 only -- the Gaussian noise, all divided by the
+    expected batch size of the WHOLE step (``expected_batch_size`` is the global one). The
+    sum over processes is therefore ``(sum of clipped gradients over the union of the
+    samples + N(0, sigma^2 C^2)) / B``: the one-process update, noise added once.
+    """
+
+    def reduce_gradients(self) -> None:
+        _distributed.all_reduce_([p.grad for p in self.params if p.requires_grad], average=False)
+
+
+class _DistributedPerSample(_SummedAcrossProcesses, DistributedDPOptimizer):
+    pass
+
+
+class _DistributedGhost(_SummedAcrossProcesses, DistributedDPOptimizerFastGradientClipping):
+    pass
+
+
 def make_dp_optimizer(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -304,6 +332,7 @@ def make_dp_optimizer(
     generator: torch.Generator | None = None,
     secure_mode: bool = False,
     clipping: str = "per_sample",
+    distributed: bool = False,
 ) -> DPOptimizer:
     """Wrap ``optimizer`` (over exactly ``module``'s trainable parameters) in an Opacus
     ``DPOptimizer``: clip each per-sample gradient to ``max_grad_norm``, add
@@ -316,6 +345,11 @@ def make_dp_optimizer(
     ``DPOptimizerFastGradientClipping`` only adds the noise and divides. Noise comes from
     ``generator`` (seeded, on the parameters' device) or, with ``secure_mode=True``, from
     torchcsprng.
+
+    ``distributed=True`` (inside a distributed fit, ``tabsynth._distributed``): Opacus'
+    ``DistributedDPOptimizer`` (or its ghost-clipping twin), whose noise is added on rank 0
+    only; each process feeds the clipped sum of its own Poisson sample and
+    ``expected_batch_size`` stays the expected size of the whole step's batch.
     """
     if clipping not in ("per_sample", "ghost"):
         raise PrivacyError(f"clipping must be 'per_sample' or 'ghost', got {clipping!r}")
@@ -345,7 +379,12 @@ def make_dp_optimizer(
         raise PrivacyError(
             "make_dp_optimizer needs a seeded torch.Generator (generator=) or secure_mode=True"
         )
-    cls = DPOptimizer if clipping == "per_sample" else DPOptimizerFastGradientClipping
+    if distributed:
+        if _distributed.active() is None:
+            raise PrivacyError("distributed=True needs a running distributed fit")
+        cls: type = _DistributedPerSample if clipping == "per_sample" else _DistributedGhost
+    else:
+        cls = DPOptimizer if clipping == "per_sample" else DPOptimizerFastGradientClipping
     return cls(
         optimizer,
         noise_multiplier=sigma,
