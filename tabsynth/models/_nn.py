@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tabsynth import _distributed
-from tabsynth._lazy import F, nn, no_grad, torch
+from tabsynth._lazy import F, LazyModule, nn, no_grad, torch
 from tabsynth.errors import HyperParameterError
 
 logger = logging.getLogger("tabsynth.models")
@@ -146,16 +146,18 @@ def _seeded_dropout() -> type[nn.Module]:
 
 def __getattr__(name: str) -> Any:
     if name == "SeededDropout":  # PEP 562: built on first use, see ``_seeded_dropout``
-        return _seeded_dropout()
+        globals()[name] = _seeded_dropout()  # later look-ups skip this hook
+        return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_optim_adam = LazyModule("torch.optim.adam")
 
 
 def functional_adam(*args: Any, **kwargs: Any) -> None:
     """``torch.optim.adam.adam``, imported on first use (importing it does not load
     ``torch._dynamo``, unlike building a ``torch.optim`` optimizer; see :class:`Adam`)."""
-    from torch.optim.adam import adam
-
-    adam(*args, **kwargs)
+    _optim_adam.adam(*args, **kwargs)
 
 
 def adam(
