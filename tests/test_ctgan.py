@@ -22,6 +22,7 @@ from tabsynth.errors import (
 from tabsynth.models import CTGAN
 from tabsynth.models._nn import SpanLayout
 from tabsynth.models.ctgan import _ConditionSampler
+from tabsynth.transform.compact import CompactTable
 
 TINY = dict(
     epochs=2,
@@ -144,7 +145,7 @@ def test_condition_sampler_rows_have_the_drawn_category(fitted: CTGAN, patients)
     tt = fitted.transformer_
     X = torch.as_tensor(tt.transform(patients))
     sampler = _ConditionSampler(tt, torch.device("cpu"))
-    sampler.fit(X)
+    sampler.fit(CompactTable.from_dense(X.numpy(), tt.spans_))
     gen = torch.Generator().manual_seed(0)
     g = sampler.draw_conditions(5000, gen, log_frequency=True, training=True)
     rows = sampler.draw_rows(g, gen)

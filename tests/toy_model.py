@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from tabsynth.models import _nn
 from tabsynth.models.base import BaseSynthesizer
+from tabsynth.transform.compact import CompactTable
 
 
 class _Marginals(nn.Module):
@@ -59,7 +60,8 @@ class IndependentMarginals(BaseSynthesizer):
             lambda: _Marginals(width), self._init_generator, self.device_
         )
 
-    def _train(self, X: torch.Tensor) -> None:
+    def _train(self, data: CompactTable) -> None:
+        X = data.dense()  # a toy: the whole table at once
         for _epoch in self._epochs():
             with torch.no_grad():
                 self.marginals_.mean.copy_(X.mean(0))

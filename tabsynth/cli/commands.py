@@ -7,6 +7,7 @@ Heavy libraries (pandas, torch, sklearn) are imported inside the functions so th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -146,6 +147,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise CLIError("--delta needs --epsilon (it is part of the privacy budget)")
     if getattr(args, "dp_domains", False) and args.epsilon is None:
         raise CLIError("--dp-domains needs --epsilon (the category lists are paid from it)")
+    streamed = bool(getattr(args, "out_of_core", False))
+    if streamed and args.epsilon is not None:
+        raise CLIError("--out-of-core is not available with --epsilon yet (docs/scaling.md)")
+    if streamed and getattr(args, "declare_public", False):
+        raise CLIError("--declare-public is for DP fits (--epsilon); --out-of-core is not DP")
     if (
         args.epsilon is not None
         and getattr(args, "metadata", None) is None
@@ -171,15 +177,24 @@ def cmd_fit(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    df = _read(args.data, sep=getattr(args, "sep", None))
+    if streamed:  # the model streams the file itself (and infers the metadata from it)
+        if not os.path.exists(args.data):
+            raise CLIError(f"no such file or folder: {args.data}")
+        df = args.data
+        _say(args, f"streaming {args.data} (out-of-core)")
+    else:
+        df = _read(args.data, sep=getattr(args, "sep", None))
     timings["read"] = time.perf_counter() - t0
-    if args.epsilon is None:
+    if not streamed and args.epsilon is None:
         _say(args, f"read {args.data}: {len(df)} rows x {df.shape[1]} columns")
-    else:  # under DP the exact row count is private; the noisy one is printed after the fit
+    elif not streamed:  # under DP the exact row count is private; the noisy one comes later
         _say(args, f"read {args.data}: {df.shape[1]} columns (row count private under DP)")
 
     t0 = time.perf_counter()
-    meta = _metadata(args.metadata, df)
+    if streamed:
+        meta = None if args.metadata is None else _metadata(args.metadata, None)
+    else:
+        meta = _metadata(args.metadata, df)
     dp_domains = bool(getattr(args, "dp_domains", False))
     if getattr(args, "declare_public", False):
         # with --dp-domains the category lists that were not declared stay private: DP pays
@@ -203,6 +218,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     model.fit(df, metadata=meta, log_dir=getattr(args, "log_dir", None), distributed=distributed)
     if not main_rank:  # every process holds the same model: rank 0 writes it
         return 0
+    if streamed:
+        _say(args, f"fitted on {model.n_rows_fit_} rows streamed from {args.data}")
     fitted = getattr(model, "timings_", {})
     timings["preprocess"] = float(fitted.get("preprocess_s", float("nan")))
     timings["train"] = float(fitted.get("train_s", float("nan")))

@@ -174,10 +174,15 @@ def _add_fit(sub: Any) -> None:
         epilog="examples:\n"
         "  tabsynth fit patients.csv --model ctgan --epochs 300 -o patients.tsyn\n"
         "  tabsynth fit loans.parquet --model tvae --metadata meta.json --seed 0 -o loans.tsyn\n"
-        "  tabsynth fit adult.csv --epsilon 3 --delta 1e-6 -o adult-dp.tsyn",
+        "  tabsynth fit adult.csv --epsilon 3 --delta 1e-6 -o adult-dp.tsyn\n"
+        "  tabsynth fit big.parquet --model tvae --out-of-core -o big.tsyn",
         formatter_class=_Formatter,
     )
-    p.add_argument("data", help="training table (.csv, .csv.gz, .parquet, .pq)")
+    p.add_argument(
+        "data",
+        help="training table (.csv, .csv.gz, .parquet, .pq; a folder of "
+        "Parquet files with --out-of-core)",
+    )
     p.add_argument("--model", choices=MODEL_NAMES, default="ctgan", help="default: ctgan")
     p.add_argument(
         "--rare-threshold", type=_rare_threshold, default="auto", metavar="T", help=_RARE_HELP
@@ -209,6 +214,13 @@ def _add_fit(sub: Any) -> None:
         help="one of several processes started by torchrun (torchrun --nproc_per_node=N -m "
         "tabsynth fit ... --distributed): each trains on its share of the rows, rank 0 writes "
         "the model (docs/scaling.md)",
+    )
+    p.add_argument(
+        "--out-of-core",
+        action="store_true",
+        help="stream a Parquet file or folder instead of reading it whole, for tables larger "
+        "than memory (the rows are kept compactly encoded; not with --epsilon yet; see "
+        "docs/scaling.md)",
     )
     p.add_argument("-o", "--output", required=True, metavar="MODEL.tsyn", help="model file")
     p.set_defaults(func=_run("commands", "cmd_fit"))

@@ -13,6 +13,7 @@ from tabsynth.datasets.demo import (
     load_demo,
     make_loans,
     make_patients,
+    write_demo_parquet,
 )
 from tabsynth.datasets.io import SUPPORTED_EXTENSIONS, read_table, write_table
 from tabsynth.datasets.shared import (
@@ -40,5 +41,6 @@ __all__ = [
     "shared_info",
     "split_table",
     "subsample_rows",
+    "write_demo_parquet",
     "write_table",
 ]

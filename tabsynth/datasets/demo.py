@@ -9,6 +9,8 @@ on each other (so models and metrics have something to learn) and whose missing 
 from __future__ import annotations
 
 import numbers
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,7 @@ __all__ = [
     "make_patients",
     "make_loans",
     "load_demo",
+    "write_demo_parquet",
     "DEMO_NAMES",
     "DEMO_TARGETS",
     "DIABETES_CODES",
@@ -460,3 +463,53 @@ def load_demo(name: str, n_rows: int = 5000, random_state: RandomState = None) -
             f"unknown demo dataset {name!r}; choose one of {', '.join(DEMO_NAMES)}"
         ) from None
     return generator(n_rows=n_rows, random_state=random_state)
+
+
+_ID_COLUMNS = {"patients": ("patient_id", "P"), "loans": ("loan_id", "L")}
+
+
+def write_demo_parquet(
+    name: str,
+    path: str | os.PathLike,
+    n_rows: int,
+    random_state: int | None = 0,
+    chunk_rows: int = 250_000,
+) -> Path:
+    """Write a demo table of ``n_rows`` rows to one Parquet file, a chunk at a time.
+
+    For tables larger than memory (the out-of-core benchmarks): memory is bounded by one chunk
+    of ``chunk_rows`` rows, each chunk is a row group generated from its own child seed of
+    ``random_state``, and the id column is numbered across chunks so ids stay unique.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tabsynth._files import atomic_path
+
+    n = _check_n_rows(n_rows)
+    generator = _GENERATORS.get(name)
+    if generator is None:
+        raise DataError(f"unknown demo dataset {name!r}; choose one of {', '.join(DEMO_NAMES)}")
+    chunk = _check_n_rows(chunk_rows)
+    n_chunks = -(-n // chunk)
+    seeds = np.random.SeedSequence(random_state).spawn(n_chunks)
+    id_col, prefix = _ID_COLUMNS[name]
+    width = len(str(n)) + 1
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for i, seed in enumerate(seeds):
+                lo = i * chunk
+                df = generator(n_rows=min(chunk, n - lo), random_state=np.random.default_rng(seed))
+                numbers = np.arange(lo + 1, lo + len(df) + 1).astype(str)
+                df[id_col] = pd.Series(
+                    np.char.add(prefix, np.char.zfill(numbers, width)), dtype=str
+                )
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+    return Path(path)

@@ -52,6 +52,7 @@ from tabsynth.models.base import BaseSynthesizer, fitted_int
 
 if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
     from tabsynth.models._private import PrivateFit
+    from tabsynth.transform.compact import CompactTable
 
 _NEG = -1e9  # logit of an impossible code (finite: keeps softmax gradients finite)
 
@@ -141,6 +142,12 @@ class _Layout:
             b = torch.floor((v + 1.0) * (self.bins / 2.0)).long().clamp_(0, self.bins - 1)
             codes[:, c.value_sub] = b
         return codes
+
+    def encode_table(self, X: CompactTable, chunk: int = 65_536) -> torch.Tensor:
+        """:meth:`encode` of a compact table, a bounded dense chunk at a time."""
+        idx = torch.arange(len(X), device=X.device)
+        parts = [self.encode(X.dense(rows)) for rows in idx.split(chunk)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.n_sub, dtype=torch.long)
 
     def scalar(self, bins: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The encoder scalar of value bin ``bins`` at relative position ``u`` in [0, 1]."""
@@ -488,9 +495,9 @@ class ARGN(BaseSynthesizer):
         return self._layout.visible(rank)[0]
 
     # -- training -----------------------------------------------------------------------------
-    def _train(self, X: torch.Tensor) -> None:
+    def _train(self, X: CompactTable) -> None:
         gen, dev, net = self._train_generator, self.device_, self.net_
-        codes = self._layout.encode(X)
+        codes = self._layout.encode_table(X)
         n = codes.shape[0]
         opt = _nn.adam(net.parameters(), float(self.learning_rate), float(self.weight_decay))
         auto = self.epochs is None

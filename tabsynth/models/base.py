@@ -16,8 +16,11 @@ Subclass contract (all a model must write)
     ``_nn.seeded_module(factory, self._init_generator, self.device_)`` so weights depend only on
     ``random_state`` and the global RNG is untouched. Also called by ``tabsynth.load`` before
     the saved weights are put back, so it must depend on hyper-parameters + transformer only.
-``_train(self, X: torch.Tensor) -> None``
-    The training loop. ``X`` is the encoded table, float32, already on ``self.device_``. Use
+``_train(self, X: CompactTable) -> None``
+    The training loop. ``X`` is the encoded table kept compact on ``self.device_``
+    (:class:`~tabsynth.transform.compact.CompactTable`): ``len(X)`` rows, ``X.dense(rows)`` a
+    float32 batch in the transformer layout, ``X.span_codes(start)`` a one-hot span's codes, so
+    a table larger than a dense matrix trains the same way. Use
     ``self._train_generator`` (torch, on the device) / ``self._train_rng`` (numpy) for every
     random draw, ``self.batch_size_`` as the batch size, ``for epoch in self._epochs():`` for
     the epoch loop (progress bar) and ``self._log_epoch(loss_a=..., loss_b=...)`` once per epoch
@@ -82,6 +85,7 @@ from tabsynth.models.persistence import check_path, read_model_file, write_model
 
 if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
     from tabsynth.models._private import PrivateFit
+    from tabsynth.transform.compact import CompactTable
 
 logger = logging.getLogger("tabsynth.models")
 
@@ -265,7 +269,7 @@ class BaseSynthesizer:
     def _build(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _train(self, X: torch.Tensor) -> None:  # pragma: no cover - abstract
+    def _train(self, X: CompactTable) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _generate(
@@ -314,7 +318,7 @@ class BaseSynthesizer:
     # -- fit ------------------------------------------------------------------------------
     def fit(
         self,
-        df: pd.DataFrame,
+        df: pd.DataFrame | str | os.PathLike,
         metadata: Any = None,
         *,
         callbacks: Sequence[Any] | None = None,
@@ -322,6 +326,12 @@ class BaseSynthesizer:
         distributed: bool = False,
     ) -> BaseSynthesizer:
         """Learn the table ``df``; ``metadata=None`` infers it from the data.
+
+        ``df`` may also be the path of a Parquet file or folder, which is streamed (out-of-core:
+        the table is never held whole; see docs/scaling.md): the metadata is inferred from a
+        seeded sample of 100,000 rows with the bounds and nullability of the whole file, the
+        encoders are fit on that sample (a category first seen outside it takes the column's
+        ``other`` slot), and the rows are kept compactly encoded for training.
 
         ``callbacks``: objects with ``on_epoch_end(model, row)``, called after every epoch with
         the epoch's history row. ``log_dir``: write the same rows as TensorBoard scalars there
@@ -337,11 +347,17 @@ class BaseSynthesizer:
         """
         from tabsynth.metadata import Metadata
         from tabsynth.models._tracking import check_callbacks
+        from tabsynth.transform.stream import is_table_path
 
         callbacks = check_callbacks(callbacks)
         self._validate_params()
         if not isinstance(distributed, (bool, np.bool_)):
             raise HyperParameterError(f"distributed must be True or False, got {distributed!r}")
+        if is_table_path(df) and self.epsilon is not None:  # the arguments alone, no read
+            raise PrivacyError(
+                "a DP fit reads a DataFrame; out-of-core (Parquet path) fits are not DP yet: "
+                "read the table with tabsynth.datasets.read_table, or fit without epsilon"
+            )
         if distributed:  # before any row is read: the environment alone
             _distributed.environment()
         if self.epsilon is None:
@@ -368,6 +384,13 @@ class BaseSynthesizer:
     def _fit(self, df: Any, metadata: Any, callbacks: list[Any], log_dir: Any) -> BaseSynthesizer:
         """``fit`` once the arguments are checked and the device (and any process group) set."""
         from tabsynth.transform import TableTransformer
+        from tabsynth.transform.compact import encode_frames
+        from tabsynth.transform.stream import (
+            ParquetSource,
+            encode_parquet,
+            is_table_path,
+            parquet_transformer,
+        )
 
         session = _distributed.active()
         logger.info("%s: training on device %s", type(self).__name__, self.device_)
@@ -388,24 +411,30 @@ class BaseSynthesizer:
 
         t0 = time.perf_counter()
         if self.epsilon is None:
+            settings = {
+                "random_state": seeds[0],
+                "max_fit_samples": self.max_fit_samples,
+                "rare_threshold": getattr(self, "rare_threshold", "auto"),
+            }
+            source = ParquetSource(df) if is_table_path(df) else None
 
             def fit_transformer() -> Any:
-                transformer = TableTransformer(
-                    metadata,
-                    random_state=seeds[0],
-                    max_fit_samples=self.max_fit_samples,
-                    rare_threshold=getattr(self, "rare_threshold", "auto"),
-                )
-                return transformer.fit(df)
+                if source is not None:  # out-of-core: on a sample, with the file's statistics
+                    return parquet_transformer(source, metadata, settings)
+                return TableTransformer(metadata, **settings).fit(df)
 
             if session is None:
                 transformer = fit_transformer()
             else:  # fitted once, on rank 0, and sent to the others as JSON
                 state = _distributed.on_main(lambda: fit_transformer().to_dict())
                 transformer = TableTransformer.from_dict(state)
+            X = (
+                encode_frames(transformer, [df], len(df))
+                if source is None
+                else encode_parquet(source, transformer)
+            )
+            n_rows = len(X)
             metadata = transformer.metadata_
-            X = np.ascontiguousarray(transformer.transform(df), dtype=np.float32)
-            n_rows = int(len(df))
         else:
             from tabsynth.models._private import prepare_private_fit
 
@@ -431,7 +460,7 @@ class BaseSynthesizer:
         self.transformer_ = transformer
         self.n_rows_fit_ = n_rows
         self.batch_size_ = (
-            self._resolve_batch_size(len(df)) if private is None else private.expected_batch
+            self._resolve_batch_size(n_rows) if private is None else private.expected_batch
         )
         if session is not None and private is None:  # each process computes its share
             self.batch_size_ = self._process_batch(self.batch_size_, session.world)
@@ -456,8 +485,8 @@ class BaseSynthesizer:
         try:
             if private is None:
                 if session is not None:  # this process's rows (the one place they are split)
-                    X = X[_distributed.shard(len(X), pad=True)]
-                self._train(torch.as_tensor(X, device=self.device_))
+                    X = X.take(torch.as_tensor(_distributed.shard(len(X), pad=True)))
+                self._train(X.to(self.device_))
                 self.privacy_report_ = None
                 if session is not None:
                     self._gather_fitted_state()

@@ -22,6 +22,7 @@ from tabsynth.privacy.ghost import LinearUse, clip_linear_uses, write_linear_gra
 
 if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
     from tabsynth.models._private import PrivateFit
+    from tabsynth.transform.compact import CompactTable
 
 _GP_LAMBDA = 10.0
 _TAU = 0.2
@@ -225,24 +226,29 @@ class _ConditionSampler:
         self.counts: torch.Tensor | None = None
 
     # -- fitted state ---------------------------------------------------------------------
-    def fit(self, X: torch.Tensor) -> None:
+    def fit(self, X: CompactTable) -> None:
         """Per-column sorted row indices and per-category counts from the encoded table."""
-        n = X.shape[0]
+        n = len(X)
         self.n_rows = n
         if not self.columns:
             self.counts = torch.zeros(0, device=self.device)
             return
-        codes = torch.stack(
-            [X[:, s : s + w].argmax(dim=1) for s, w in zip(self.starts, self.widths, strict=True)]
-        )  # (n_cols, n)
-        self.order = torch.argsort(codes, dim=1, stable=True).reshape(-1)
+        # one column at a time, the row order kept as int32 when it fits: on a 10M-row table
+        # this is what bounds the sampler's memory
+        small = n < 2**31
+        self.order = torch.empty(
+            len(self.columns) * n, dtype=torch.int32 if small else torch.long, device=self.device
+        )
         col_first = torch.arange(len(self.columns), device=self.device) * n
         counts = torch.zeros(self.cond_dim, dtype=torch.float64, device=self.device)
-        counts.index_add_(
-            0,
-            (codes + torch.as_tensor(self.offsets, device=self.device)[:, None]).reshape(-1),
-            torch.ones(codes.numel(), dtype=torch.float64, device=self.device),
-        )
+        for j, s in enumerate(self.starts):
+            codes = X.span_codes(int(s)).clamp_(min=0)
+            self.order[j * n : (j + 1) * n] = torch.argsort(codes, stable=True)
+            counts.index_add_(
+                0,
+                codes + int(self.offsets[j]),
+                torch.ones(n, dtype=torch.float64, device=self.device),
+            )
         self.set_counts(counts)
         self.row_count = counts  # real rows per category (``counts`` may later be replaced)
         cum = torch.cumsum(counts, 0) - counts  # exclusive cumsum over all categories
@@ -280,7 +286,7 @@ class _ConditionSampler:
         u = torch.rand(g.shape[0], generator=generator, device=self.device, dtype=torch.float64)
         count = self.row_count[g]
         pick = torch.minimum((u * count).long(), (count - 1).long())
-        return self.order[self.row_start[g] + pick]
+        return self.order[self.row_start[g] + pick].long()
 
     def conditions_of_rows(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Condition derived FROM given encoded rows: a uniform column, that row's category.
@@ -640,7 +646,7 @@ class CTGAN(BaseSynthesizer):
         self._sampler.set_counts(torch.as_tensor(counts))
 
     # -- training -------------------------------------------------------------------------------
-    def _train(self, X: torch.Tensor) -> None:
+    def _train(self, X: CompactTable) -> None:
         gen = self._train_generator
         self._active_generator = gen
         sampler, layout = self._sampler, self._layout
@@ -688,7 +694,7 @@ class CTGAN(BaseSynthesizer):
                     with torch.set_grad_enabled(keep):
                         logits = G(z, cond)
                         fake = layout.activate(logits, tau=_TAU, generator=gen)
-                    real_cat = torch.cat([X[rows], cond], 1)
+                    real_cat = torch.cat([X.dense(rows), cond], 1)
                     fake_cat = torch.cat([fake.detach(), cond], 1)
                     pack_dim = D.pack_dim
                     alpha = torch.rand(B // pac, 1, generator=gen, device=dev)

@@ -21,6 +21,7 @@ from tabsynth.privacy.ghost import LinearUse, clip_linear_uses, write_linear_gra
 
 if TYPE_CHECKING:  # the DP fit's plan; importing it at run time would load Opacus
     from tabsynth.models._private import PrivateFit
+    from tabsynth.transform.compact import CompactTable
 
 _LR = 1e-3
 _LOG2E = 1.0 / math.log(2.0)
@@ -541,20 +542,25 @@ class TVAE(BaseSynthesizer):
         return _nn.adam(self.vae_.parameters(), _LR, float(self.l2scale), private=private)
 
     # -- training -------------------------------------------------------------------------------
-    def _train(self, X: torch.Tensor) -> None:
+    def _train(self, X: CompactTable) -> None:
         gen, dev = self._train_generator, self.device_
         vae = self.vae_
-        Xp = X[:, self._perm].contiguous()  # decoder order, once per fit
-        n, B, emb = Xp.shape[0], int(self.batch_size_), int(self.embedding_dim)
+        Xp = X.reorder(self._perm)  # rows come out in the decoder's column order
+
+        def rows_of(idx: torch.Tensor) -> torch.Tensor:
+            return Xp.dense(idx)
+
+        n, B, emb = len(X), int(self.batch_size_), int(self.embedding_dim)
         rf, kw = float(self.loss_factor), float(self.kl_weight)
         opt = self._optimizer()
         auto = self.epochs is None
         n_val = holdout_size(n, self.validation_share) if auto else 0
         val = val_noise = None
+        train_rows = None  # every row
         if n_val:  # epochs=None: a held-out slice and fixed noise for the validation ELBO
             perm = torch.randperm(n, generator=gen, device=dev)
-            val, Xp = Xp[perm[:n_val]], Xp[perm[n_val:]]
-            n = Xp.shape[0]
+            val, train_rows = rows_of(perm[:n_val]), perm[n_val:]
+            n = train_rows.shape[0]
             val_noise = torch.randn(n_val, emb, generator=gen, device=dev)
         if auto:
             B, budget, max_epochs, every = auto_schedule(
@@ -568,10 +574,11 @@ class TVAE(BaseSynthesizer):
         for epoch in self._epochs(max_epochs):
             sum_rec = torch.zeros((), device=dev)
             sum_kl = torch.zeros((), device=dev)
-            # one gather per epoch, then contiguous batch views (not one gather per batch)
-            shuffled = Xp.index_select(0, torch.randperm(n, generator=gen, device=dev))
+            shuffled = torch.randperm(n, generator=gen, device=dev)
+            if train_rows is not None:
+                shuffled = train_rows[shuffled]
             for start in range(0, n, B):
-                xb = shuffled[start : start + B]
+                xb = rows_of(shuffled[start : start + B])
                 noise = torch.randn(xb.shape[0], emb, generator=gen, device=dev)
                 terms = self._elbo_terms(xb, noise, 1.0 / xb.shape[0])  # the batch mean
                 write_linear_grads(terms.uses)

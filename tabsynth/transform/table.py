@@ -187,12 +187,20 @@ class TableTransformer:
             )
 
     def transform(
-        self, df: pd.DataFrame, dtype: Any = np.float32, random_state: int | None = None
+        self,
+        df: pd.DataFrame,
+        dtype: Any = np.float32,
+        random_state: int | None = None,
+        *,
+        row_offset: int = 0,
     ) -> np.ndarray:
         """Encode ``df`` into a ``(n, output_dim_)`` matrix (float32 unless ``dtype`` says).
 
         ``random_state`` overrides the fitted entropy for the encoding draws (mixture modes);
         the DP path passes a secret seed so the draws for private rows cannot be replayed.
+        ``row_offset``: where ``df`` starts in a longer table encoded chunk by chunk
+        (:func:`~tabsynth.transform.compact.encode_frames`); it keys the draws, so chunks get
+        independent ones, and 0 encodes as a whole table does.
         """
         self._check_fitted()
         if not isinstance(df, pd.DataFrame):
@@ -209,11 +217,8 @@ class TableTransformer:
         for i, (name, enc) in enumerate(self.encoders_.items()):
             width = enc.width
             if width:
-                rng = (
-                    self._rng(i, 1)
-                    if random_state is None
-                    else np.random.default_rng([int(random_state), i, 1])
-                )
+                key = [self.entropy_ if random_state is None else int(random_state), i, 1]
+                rng = np.random.default_rng(key + [int(row_offset)] if row_offset else key)
                 enc.transform(df[name], out[:, col : col + width], rng)
             col += width
         return out
