@@ -294,3 +294,18 @@ def test_demo_defaults_come_from_one_settings_table() -> None:
         assert build_parser().parse_args(["demo", "--model", name]).model == name
         model = _model_class(name)(epochs=epochs, batch_size=batch)
         assert model.get_params()["epochs"] == epochs
+
+
+def test_fit_out_of_core_streams_a_parquet_file(tmp_path: Path, capsys) -> None:
+    df = make_patients(600, random_state=1)
+    write_table(df, tmp_path / "p.parquet")
+    args = ["fit", str(tmp_path / "p.parquet"), "--model", "tvae", "--epochs", "1", "--seed", "0"]
+    assert main([*args, "--out-of-core", "-o", str(tmp_path / "m.tsyn")]) == 0
+    assert "fitted on 600 rows streamed from" in capsys.readouterr().out
+    model = tabsynth.load(tmp_path / "m.tsyn")
+    assert model.n_rows_fit_ == 600 and list(model.sample(10).columns) == list(df.columns)
+    assert main([*args, "--out-of-core", "--epsilon", "1", "-o", str(tmp_path / "d.tsyn")]) == 1
+    assert "not available with --epsilon" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "no.parquet"), "--out-of-core", "-o", str(tmp_path / "x")])
+    assert "no such file" in capsys.readouterr().err
+    assert not (tmp_path / "d.tsyn").exists() and not (tmp_path / "x").exists()
