@@ -206,3 +206,17 @@ def test_dp_only_runs_no_cell_without_epsilon():
     cfg.dp_only = True
     cells = _cells(cfg)
     assert {eps for _, _, eps, _ in cells} == {1.0, 3.0} and len(cells) == 2 * 2 * 2
+
+
+def test_gpu_benchmark_exits_cleanly_without_a_gpu() -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine with one
+    done = subprocess.run(
+        [sys.executable, str(script), "--budget-s", "1"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA device" in done.stdout

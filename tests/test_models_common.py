@@ -440,3 +440,27 @@ def test_dp_plan_length_with_epochs_none_comes_from_epsilon_alone(cls: type) -> 
     assert cls(epochs=None, epsilon=0.1)._private_epochs() == 2
     assert cls(epochs=None, epsilon=50.0)._private_epochs() == 30
     assert cls(epochs=7, epsilon=1.0)._private_epochs() == 7
+
+
+@pytest.mark.parametrize("cls", [ARGN, CTGAN, TVAE], ids=lambda c: c.__name__)
+def test_bf16_precision_trains_in_float32_state(cls: type, patients: pd.DataFrame) -> None:
+    tiny = TINY[cls.__name__]
+    model = cls(epochs=1, random_state=0, verbose=False, precision="bf16", **tiny).fit(patients)
+    losses = model.history_.drop(columns=["epoch", "seconds", "lr"], errors="ignore")
+    assert np.isfinite(losses.to_numpy(dtype=float)).all()
+    for module in model._modules().values():  # weights and their gradients stay float32
+        assert all(p.dtype == torch.float32 for p in module.parameters())
+    out = model.sample(50, random_state=0)
+    assert list(out.columns) == list(patients.columns) and len(out) == 50
+    with pytest.raises(HyperParameterError, match="precision must be"):
+        cls(epochs=1, precision="fp16").fit(patients.head(50))
+
+
+@pytest.mark.parametrize("cls", [ARGN, CTGAN, TVAE], ids=lambda c: c.__name__)
+def test_bf16_is_refused_under_dp_before_any_row_is_read(cls: type) -> None:
+    class Unreadable(pd.DataFrame):  # any read of the rows fails the test
+        def __getitem__(self, key):  # pragma: no cover - must not be reached
+            raise AssertionError("a row was read")
+
+    with pytest.raises(PrivacyError, match="precision='bf16' is for non-DP fits"):
+        cls(epochs=1, epsilon=1.0, precision="bf16").fit(Unreadable({"a": [1, 2]}))

@@ -71,6 +71,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def autocast(device: torch.device, precision: str) -> Any:
+    """The training context for ``precision``: bfloat16 autocast for ``"bf16"`` (matmuls in
+    bf16, parameters and gradients float32), nothing for ``"fp32"``."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch.Generator on ``device`` seeded with ``seed`` (CUDA tensors need a CUDA generator)."""
     gen = torch.Generator(device=torch.device(device))

@@ -369,6 +369,10 @@ class ARGN(BaseSynthesizer):
         Categorical values seen fewer times than this share one ``other`` slot (as in CTGAN;
         ``"auto"`` only in columns of over 50 distinct values); a condition on such a value
         still holds exactly. Ignored under DP.
+    precision : {"fp32", "bf16"}, default="fp32"
+        ``"bf16"`` trains under ``torch.autocast`` with bfloat16 matmuls (GPUs with bf16
+        tensor cores; weights, optimizer state and gradients stay float32). Non-DP fits only:
+        DP-SGD's per-example clipping needs exact float32 norms.
 
     Attributes
     ----------
@@ -435,6 +439,7 @@ class ARGN(BaseSynthesizer):
         accountant: str = "prv",
         dp_domains: bool = False,
         rare_threshold: float | str | None = "auto",
+        precision: str = "fp32",
     ) -> None:
         self.embedding_dim = embedding_dim
         self.hidden = hidden
@@ -457,6 +462,7 @@ class ARGN(BaseSynthesizer):
         self.accountant = accountant
         self.dp_domains = dp_domains
         self.rare_threshold = rare_threshold
+        self.precision = precision
 
     # -- validation ---------------------------------------------------------------------------
     def _check_params(self) -> None:

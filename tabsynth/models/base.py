@@ -486,7 +486,8 @@ class BaseSynthesizer:
             if private is None:
                 if session is not None:  # this process's rows (the one place they are split)
                     X = X.take(torch.as_tensor(_distributed.shard(len(X), pad=True)))
-                self._train(X.to(self.device_))
+                with _nn.autocast(self.device_, getattr(self, "precision", "fp32")):
+                    self._train(X.to(self.device_))
                 self.privacy_report_ = None
                 if session is not None:
                     self._gather_fitted_state()
@@ -540,6 +541,14 @@ class BaseSynthesizer:
         from tabsynth.transform.categorical import resolve_rare_threshold
 
         resolve_rare_threshold(getattr(self, "rare_threshold", "auto"), 1)  # its type, early
+        precision = getattr(self, "precision", "fp32")
+        if precision not in ("fp32", "bf16"):
+            raise HyperParameterError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision != "fp32" and self.epsilon is not None:
+            raise PrivacyError(
+                "precision='bf16' is for non-DP fits: DP-SGD clips exact float32 per-example "
+                "gradient norms; use precision='fp32' with epsilon"
+            )
 
     def _check_privacy(self) -> None:
         """Validate the privacy hyper-parameters (the DP fit itself is in ``_private.py``)."""

@@ -380,6 +380,10 @@ class CTGAN(BaseSynthesizer):
         by their frequency: ``"auto"`` is max(5, 0.1 % of rows) in columns of over 50 distinct
         values; a float < 1 is a share of rows, a number >= 1 a count, ``None`` no grouping.
         Ignored under DP (the domain is declared or DP-derived).
+    precision : {"fp32", "bf16"}, default="fp32"
+        ``"bf16"`` trains under ``torch.autocast`` with bfloat16 matmuls (GPUs with bf16
+        tensor cores; weights, optimizer state and gradients stay float32). Non-DP fits only:
+        DP-SGD's per-example clipping needs exact float32 norms.
     max_steps : int or None, default=None
         With ``epochs=None``: the number of generator steps (default: from the table size).
 
@@ -438,6 +442,7 @@ class CTGAN(BaseSynthesizer):
         accountant: str = "prv",
         dp_domains: bool = False,
         rare_threshold: float | str | None = "auto",
+        precision: str = "fp32",
         max_steps: int | None = None,
     ) -> None:
         self.embedding_dim = embedding_dim
@@ -462,6 +467,7 @@ class CTGAN(BaseSynthesizer):
         self.accountant = accountant
         self.dp_domains = dp_domains
         self.rare_threshold = rare_threshold
+        self.precision = precision
         self.max_steps = max_steps
 
     #: ``epochs=None`` chooses the training length from the table size
@@ -540,7 +546,7 @@ class CTGAN(BaseSynthesizer):
 
         batches = loader.batches(private.steps)
         for _epoch in self._epochs():
-            sum_g = 0.0
+            sum_g = torch.zeros((), device=dev)  # summed on the device: no sync per step
             for _ in range(private.steps_per_epoch):
                 for _k in range(d_steps):
                     real = next(batches).to(dev)
@@ -590,8 +596,8 @@ class CTGAN(BaseSynthesizer):
                 opt_g.step()
                 for p in D.parameters():
                     p.requires_grad_(True)
-                sum_g += float(loss_g.detach())
-            self._log_epoch(loss_g=sum_g / max(private.steps_per_epoch, 1))
+                sum_g += loss_g.detach()
+            self._log_epoch(loss_g=float(sum_g) / max(private.steps_per_epoch, 1))
 
     def _batch_multiple(self) -> int:
         return self._pac()

@@ -329,9 +329,12 @@ def _nets() -> SimpleNamespace:
                 h = torch.addmm(layer.bias, h, layer.weight.t()).relu_()
             inputs.append(h)
             dim = dec[-1].out_features
-            logits = h.new_empty(x.shape[0], dim + 1)  # the decoder's output, then -inf (see _pad)
+            logits = x.new_empty(x.shape[0], dim + 1)  # the decoder's output, then -inf (see _pad)
             logits[:, dim] = -math.inf
-            torch.addmm(dec[-1].bias, h, dec[-1].weight.t(), out=logits[:, :dim])
+            if torch.is_autocast_enabled(x.device.type):  # bf16: autocast has no out= form
+                logits[:, :dim] = torch.addmm(dec[-1].bias, h, dec[-1].weight.t())
+            else:
+                torch.addmm(dec[-1].bias, h, dec[-1].weight.t(), out=logits[:, :dim])
             log_sigma = self.log_scale.linear.weight.t()  # (1, n_scalar)
             rec, g, g_log_sigma = _reconstruction(logits, x, log_sigma, lt, rec_weight)
             ones = x.new_ones(x.shape[0], 1)
@@ -419,6 +422,10 @@ class TVAE(BaseSynthesizer):
         by their frequency: ``"auto"`` is max(5, 0.1 % of rows) in columns of over 50 distinct
         values; a float < 1 is a share of rows, a number >= 1 a count, ``None`` no grouping.
         Ignored under DP (the domain is declared or DP-derived).
+    precision : {"fp32", "bf16"}, default="fp32"
+        ``"bf16"`` trains under ``torch.autocast`` with bfloat16 matmuls (GPUs with bf16
+        tensor cores; weights, optimizer state and gradients stay float32). Non-DP fits only:
+        DP-SGD's per-example clipping needs exact float32 norms.
 
     Attributes
     ----------
@@ -474,6 +481,7 @@ class TVAE(BaseSynthesizer):
         accountant: str = "prv",
         dp_domains: bool = False,
         rare_threshold: float | str | None = "auto",
+        precision: str = "fp32",
         max_steps: int | None = None,
         patience: int = 4,
         validation_share: float = 0.1,
@@ -496,6 +504,7 @@ class TVAE(BaseSynthesizer):
         self.accountant = accountant
         self.dp_domains = dp_domains
         self.rare_threshold = rare_threshold
+        self.precision = precision
         self.max_steps = max_steps
         self.patience = patience
         self.validation_share = validation_share

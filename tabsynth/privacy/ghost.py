@@ -122,7 +122,7 @@ def _write(
             grad = g.t() @ a
             if not per_row and row_scale != 1.0:  # on the (out, in) product: fewer elements
                 grad.mul_(row_scale)
-            layer.weight.grad = grad
+            layer.weight.grad = grad.to(layer.weight.dtype)  # float32 under bf16 autocast
         if layer.bias is not None and layer.bias.requires_grad:
             if gb is None:
                 summed = torch.zeros_like(layer.bias)
@@ -132,7 +132,7 @@ def _write(
                 summed = gb.sum(0)
                 if row_scale != 1.0:
                     summed.mul_(row_scale)
-            layer.bias.grad = summed
+            layer.bias.grad = summed.to(layer.bias.dtype)
 
 
 class LinearTape:
