@@ -177,3 +177,16 @@ def test_dp_refuses_a_parquet_path_before_reading_it(tmp_path) -> None:
     # the file does not exist: the refusal comes from the arguments, not from the data
     with pytest.raises(PrivacyError, match="not DP yet"):
         model.fit(tmp_path / "missing.parquet")
+
+
+def test_a_folder_needs_parquet_files_with_one_set_of_columns(patients, tmp_path) -> None:
+    model = tabsynth.TVAE(epochs=1, verbose=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .parquet or .pq file"):
+        model.fit(tmp_path / "empty")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_table(patients.iloc[:100], mixed / "a.parquet")
+    write_table(patients.iloc[100:200, :5], mixed / "b.parquet")
+    with pytest.raises(DataError, match="must hold the same columns"):
+        model.fit(mixed)
