@@ -190,3 +190,20 @@ def test_a_folder_needs_parquet_files_with_one_set_of_columns(patients, tmp_path
     write_table(patients.iloc[100:200, :5], mixed / "b.parquet")
     with pytest.raises(DataError, match="must hold the same columns"):
         model.fit(mixed)
+
+
+def test_a_store_too_large_for_the_gpu_stays_on_the_host(patients, fitted_tt, monkeypatch) -> None:
+    X = fitted_tt.transform(patients)
+    table = CompactTable.from_dense(X, fitted_tt.spans_)
+    assert table.place("cpu").device.type == "cpu"
+    # a host store with batches sent elsewhere: simulated with the CPU as the "device"
+    host = CompactTable(table.spans, table.dim, table.codes, table.values)
+    host._target = torch.device("cpu")
+    rows = torch.tensor([3, 1, 4])
+    assert torch.equal(host.dense(rows), table.dense(rows))
+    order = torch.randperm(X.shape[1], generator=torch.Generator().manual_seed(1))
+    assert torch.equal(host.reorder(order).take(rows).dense(), table.dense(rows)[:, order])
+    if torch.cuda.is_available():  # the placement rule itself, on a real GPU
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1, 2))
+        assert table.place("cuda").codes.device.type == "cpu"
+        assert table.place("cuda").dense(rows).device.type == "cuda"

@@ -487,7 +487,7 @@ class BaseSynthesizer:
                 if session is not None:  # this process's rows (the one place they are split)
                     X = X.take(torch.as_tensor(_distributed.shard(len(X), pad=True)))
                 with _nn.autocast(self.device_, getattr(self, "precision", "fp32")):
-                    self._train(X.to(self.device_))
+                    self._train(X.place(self.device_))  # on the GPU when it fits
                 self.privacy_report_ = None
                 if session is not None:
                     self._gather_fitted_state()

@@ -63,6 +63,7 @@ class CompactTable:
         self._scalar_cols = torch.as_tensor([s.start for s in scalar], dtype=torch.long, device=dev)
         self._code_index = {s.start: j for j, s in enumerate(hot)}
         self._column_at: Any = None  # dense column of each transformer column (reorder)
+        self._target: Any = None  # where dense rows go when the store stays on the host
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -117,7 +118,8 @@ class CompactTable:
 
     @property
     def device(self) -> torch.device:
-        return self.codes.device
+        """Where :meth:`dense` and :meth:`span_codes` put their results."""
+        return self.codes.device if self._target is None else self._target
 
     @property
     def nbytes(self) -> int:
@@ -135,10 +137,25 @@ class CompactTable:
     def to(self, device: Any) -> CompactTable:
         return type(self)(self.spans, self.dim, self.codes.to(device), self.values.to(device))
 
+    def place(self, device: Any, share: float = 0.5) -> CompactTable:
+        """The store on ``device`` when it takes under ``share`` of the device's free memory;
+        otherwise kept on the host (pinned) with :meth:`dense` batches sent to ``device``."""
+        import torch
+
+        device = torch.device(device)
+        if device.type != "cuda":
+            return self.to(device)
+        free, _total = torch.cuda.mem_get_info(device)
+        if self.nbytes < share * free:
+            return self.to(device)
+        out = type(self)(self.spans, self.dim, self.codes.pin_memory(), self.values.pin_memory())
+        out._column_at, out._target = self._column_at, device
+        return out
+
     def take(self, rows: Any) -> CompactTable:
         """The rows ``rows`` (an index tensor or a slice) as a new compact table."""
         out = type(self)(self.spans, self.dim, self.codes[rows], self.values[rows])
-        out._column_at = self._column_at
+        out._column_at, out._target = self._column_at, self._target
         return out
 
     def reorder(self, order: Any) -> CompactTable:
@@ -146,24 +163,27 @@ class CompactTable:
         without the gather: the scatter writes each slot at its new place)."""
         import torch
 
-        order = torch.as_tensor(order, dtype=torch.long, device=self.device)
+        order = torch.as_tensor(order, dtype=torch.long, device=self.codes.device)
         if sorted(order.tolist()) != list(range(self.dim)):
             raise DataError(f"order must be a permutation of the {self.dim} columns")
         column_at = torch.empty_like(order)
-        column_at[order] = torch.arange(self.dim, device=self.device)
+        column_at[order] = torch.arange(self.dim, device=self.codes.device)
         if self._column_at is not None:
             column_at = column_at[self._column_at]
         out = type(self)(self.spans, self.dim, self.codes, self.values)
-        out._column_at = column_at
+        out._column_at, out._target = column_at, self._target
         return out
 
     def dense(self, rows: Any = None) -> torch.Tensor:
         """Rows ``rows`` (an index tensor; ``None``: every row) as a dense float32 matrix."""
         import torch
 
+        if rows is not None and self._target is not None:  # a host store, device batches
+            rows = rows.to(self.codes.device) if isinstance(rows, torch.Tensor) else rows
         codes = self.codes if rows is None else self.codes[rows]
         values = self.values if rows is None else self.values[rows]
-        out = torch.zeros((codes.shape[0], self.dim), dtype=torch.float32, device=self.device)
+        home = self.codes.device
+        out = torch.zeros((codes.shape[0], self.dim), dtype=torch.float32, device=home)
         at = self._column_at
         if codes.shape[1]:
             c = codes.long()
@@ -172,7 +192,7 @@ class CompactTable:
             out.scatter_(1, pos if at is None else at[pos], on)  # spans never overlap
         if values.shape[1]:
             out[:, self._scalar_cols if at is None else at[self._scalar_cols]] = values
-        return out
+        return out if self._target is None else out.to(self._target, non_blocking=True)
 
     def span_codes(self, start: int) -> torch.Tensor:
         """The hot slot (int64; ``-1``: none) of the one-hot span starting at column ``start``."""
@@ -180,7 +200,8 @@ class CompactTable:
             j = self._code_index[start]
         except KeyError:
             raise DataError(f"no one-hot span starts at column {start}") from None
-        return self.codes[:, j].long()
+        codes = self.codes[:, j].long()
+        return codes if self._target is None else codes.to(self._target)
 
 
 def _np_dtype(t: Any) -> np.dtype:
