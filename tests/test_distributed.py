@@ -102,6 +102,16 @@ REFUSED = {
 }
 
 
+#: one row for two processes: rank 1's shard is empty (the row count is private under DP)
+ONE_ROW = {
+    "name": "TVAE-dp-one-row",
+    "model": "TVAE",
+    "rows": 1,
+    "params": params("TVAE", epsilon=1.0, epochs=1),
+    "metadata": public_metadata(n_rows=1).to_dict(),
+}
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
     """Both ranks' results of one 2-process launch, and the folder of rank 0's model files."""
@@ -112,7 +122,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
         "cli": ["fit", str(out / "train.csv"), "--model", "tvae", "--epochs", "1",
                 "--batch-size", "60", "--seed", "0", "--distributed", "-o", str(out / "cli.tsyn")],
     }  # fmt: skip
-    (out / "spec.json").write_text(json.dumps({"rows": N, "jobs": [*JOBS, REFUSED, cli]}))
+    (out / "spec.json").write_text(json.dumps({"rows": N, "jobs": [*JOBS, REFUSED, ONE_ROW, cli]}))
     torchrun(str(REPO / "tests" / "ddp_worker.py"), str(out / "spec.json"), str(out), cwd=out)
     rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     return rank0, rank1, out
@@ -125,6 +135,14 @@ def test_both_processes_end_with_the_same_model(ranks, job: str) -> None:
     assert rank0[job]["report"] == rank1[job]["report"]  # rank 0's ledger, sent to rank 1
     assert rank0[job]["epochs"] == rank1[job]["epochs"] == EPOCHS
     assert rank0[job]["batch_size_"] == BATCH  # rows per step, both processes together
+
+
+def test_a_process_with_no_row_takes_every_dp_step_with_empty_batches(ranks) -> None:
+    rank0, rank1, _ = ranks
+    job = ONE_ROW["name"]
+    assert rank0[job]["hash"] == rank1[job]["hash"]
+    (dpsgd,) = [m for m in rank0[job]["report"]["mechanisms"] if m["kind"] == "dpsgd"]
+    assert dpsgd["sample_rate"] == 1.0 and dpsgd["steps"] == 1
 
 
 def test_an_error_on_rank0_is_raised_on_every_rank(ranks) -> None:

@@ -412,6 +412,17 @@ def test_poisson_sampler_inclusion_counts():
     assert (0, 3) in shapes
 
 
+def test_poisson_loader_of_an_empty_shard_yields_empty_batches():
+    """A process of a distributed DP fit whose shard holds no row: q comes from the whole
+    table's n, every batch is empty, and the epoch has the same int(1/q) steps."""
+    pl = make_poisson_loader(torch.ones(0, 3), 10, generator=torch.Generator(), n=40)
+    assert (pl.sample_rate, pl.steps_per_epoch) == (0.25, 4)
+    batches = list(pl.batches(9))
+    assert len(batches) == 9 and all(tuple(b.shape) == (0, 3) for b in batches)
+    with pytest.raises(PrivacyError, match="non-empty"):
+        make_poisson_loader(torch.ones(0, 3), 10, generator=torch.Generator())
+
+
 def test_poisson_loader_is_reproducible():
     X = torch.arange(100.0).unsqueeze(1)
 

@@ -97,10 +97,27 @@ def _collate(single: bool) -> Callable[[list[torch.Tensor]], Any]:
     return collate
 
 
+class _NoRows:
+    """Poisson sampling of zero rows: every batch is empty. The loader of a process whose
+    shard holds no row (a distributed DP fit on fewer rows than processes), which Opacus'
+    sampler refuses; it still takes every step of the plan, as the other processes do."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], sample_rate: float) -> None:
+        self.batch = tensors[0] if len(tensors) == 1 else tensors
+        self.steps = int(1 / sample_rate)  # as UniformWithReplacementSampler
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[Any]:
+        for _ in range(self.steps):
+            yield self.batch
+
+
 class PoissonLoader(NamedTuple):
     """A Poisson-sampling loader with the rate and epoch length the accountant must use."""
 
-    loader: DPDataLoader
+    loader: DPDataLoader | _NoRows
     sample_rate: float
     steps_per_epoch: int
 
@@ -127,7 +144,8 @@ def make_poisson_loader(
     they have zero rows but the right shape).
 
     ``n`` is the row count that sets q: pass the public (or noisy) count; by default len(X),
-    which treats n as public. One epoch is ``len(loader) = int(1 / q)`` batches: use
+    which treats n as public (with ``n`` given, ``X`` may have no row: a process's empty
+    shard, whose every batch is empty). One epoch is ``len(loader) = int(1 / q)`` batches: use
     ``steps_per_epoch`` (not a recomputed value) when planning the budget.
     A tuple of tensors yields tuples of batches; a single tensor yields a tensor.
     """
@@ -135,7 +153,7 @@ def make_poisson_loader(
     if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
         raise PrivacyError("make_poisson_loader needs a tensor (or a tuple of tensors)")
     rows = len(tensors[0])
-    if rows < 1 or any(len(t) != rows for t in tensors):
+    if (rows < 1 and n is None) or any(len(t) != rows for t in tensors):
         raise PrivacyError("make_poisson_loader needs non-empty tensors with equal row counts")
     if not isinstance(generator, torch.Generator):
         raise PrivacyError("make_poisson_loader needs a seeded torch.Generator (generator=)")
@@ -149,6 +167,8 @@ def make_poisson_loader(
             f"expected_batch_size={expected_batch_size} must not exceed the row count n={n}"
         )
     q = expected_batch_size / n
+    if rows == 0:  # n counts the rows of every process; this one holds none
+        return PoissonLoader(_NoRows(tensors, q), q, int(1 / q))
     loader = DPDataLoader(
         _BatchTensorDataset(*tensors),
         sample_rate=q,
