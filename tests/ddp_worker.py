@@ -5,7 +5,7 @@ joins the gloo group once, fits every job of the spec with ``fit(..., distribute
 the same table, and writes ``OUT_DIR/rank{R}.json`` with, per job, a SHA-256 of the model's
 weights, buffers and extra state, the privacy report, the batch size and the history length.
 Rank 0 also saves each model to ``OUT_DIR/{job}.tsyn``. A job's ``rows`` replaces the table
-with a smaller one. A job ``{"cli": [...]}`` runs the
+with a smaller one, its ``data`` with a Parquet file (an out-of-core fit). A job ``{"cli": [...]}`` runs the
 command line instead (``tabsynth fit ... --distributed`` inside the same group) and records
 its exit code and what it printed. Not collected by pytest.
 """
@@ -77,7 +77,8 @@ def main(spec_path: str, out_dir: str) -> None:
         meta = Metadata.from_dict(job["metadata"]) if job.get("metadata") else None
         t0 = time.perf_counter()
         try:
-            model.fit(table(job["rows"]) if "rows" in job else df, meta, distributed=True)
+            data = job.get("data") or (table(job["rows"]) if "rows" in job else df)
+            model.fit(data, meta, distributed=True)
         except tabsynth.errors.TabsynthError as exc:  # the same error on every rank, no hang
             results[job["name"]] = {"error": type(exc).__name__, "message": str(exc)}
             continue

@@ -122,7 +122,11 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
         "cli": ["fit", str(out / "train.csv"), "--model", "tvae", "--epochs", "1",
                 "--batch-size", "60", "--seed", "0", "--distributed", "-o", str(out / "cli.tsyn")],
     }  # fmt: skip
-    (out / "spec.json").write_text(json.dumps({"rows": N, "jobs": [*JOBS, REFUSED, ONE_ROW, cli]}))
+    write_table(table(N), out / "train.parquet")
+    parquet = {"name": "TVAE-parquet", "model": "TVAE", "params": params("TVAE")}
+    parquet["data"] = str(out / "train.parquet")  # out of core: each rank keeps its shard
+    jobs = [*JOBS, REFUSED, ONE_ROW, parquet, cli]
+    (out / "spec.json").write_text(json.dumps({"rows": N, "jobs": jobs}))
     torchrun(str(REPO / "tests" / "ddp_worker.py"), str(out / "spec.json"), str(out), cwd=out)
     rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     return rank0, rank1, out
@@ -135,6 +139,13 @@ def test_both_processes_end_with_the_same_model(ranks, job: str) -> None:
     assert rank0[job]["report"] == rank1[job]["report"]  # rank 0's ledger, sent to rank 1
     assert rank0[job]["epochs"] == rank1[job]["epochs"] == EPOCHS
     assert rank0[job]["batch_size_"] == BATCH  # rows per step, both processes together
+
+
+def test_an_out_of_core_fit_runs_distributed(ranks) -> None:
+    rank0, rank1, out = ranks
+    assert rank0["TVAE-parquet"]["hash"] == rank1["TVAE-parquet"]["hash"]
+    assert rank0["TVAE-parquet"]["epochs"] == EPOCHS
+    assert len(tabsynth.load(out / "TVAE-parquet.tsyn").sample(10, random_state=0)) == 10
 
 
 def test_a_process_with_no_row_takes_every_dp_step_with_empty_batches(ranks) -> None:
