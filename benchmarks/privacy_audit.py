@@ -227,9 +227,18 @@ def injected(bug: str | None) -> Iterator[None]:
         elif bug == "raw-histogram":
             real_hist = _private.dp_histogram
 
-            def raw_histogram(values, domain, sigma, threshold=None, *, rng, ledger, name):
-                rel = real_hist(values, domain, sigma, threshold, rng=rng, ledger=ledger, name=name)
-                exact = mechanisms.category_counts(values, domain)
+            def raw_histogram(
+                values, domain, sigma, threshold=None, *, rng, ledger, name, counts=None
+            ):
+                rel = real_hist(
+                    values, domain, sigma, threshold, rng=rng, ledger=ledger, name=name,
+                    counts=counts,
+                )  # fmt: skip
+                exact = (
+                    mechanisms.category_counts(values, domain)
+                    if counts is None
+                    else np.asarray(counts, dtype=np.float64)
+                )
                 k = len(exact) - 1
                 return mechanisms.HistogramRelease(
                     name, rel.categories, exact[:k], float(exact[k]), np.ones(k, bool), sigma, 0.0

@@ -93,6 +93,11 @@ JOBS = [{"name": m, "model": m, "params": params(m)} for m in MODELS] + [
 ]
 
 
+#: the TVAE DP job on the same table streamed from Parquet (out-of-core, a compact store)
+PARQUET = {**JOBS[-1], "name": "TVAE-dp-parquet"}  # "data": the Parquet file (fixture)
+assert JOBS[-1]["name"] == "TVAE-dp"
+
+
 #: refused on rank 0 after the noisy row count (delta is not below 1/n for n ~ 240)
 REFUSED = {
     "name": "refused",
@@ -125,14 +130,15 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
     write_table(table(N), out / "train.parquet")
     parquet = {"name": "TVAE-parquet", "model": "TVAE", "params": params("TVAE")}
     parquet["data"] = str(out / "train.parquet")  # out of core: each rank keeps its shard
-    jobs = [*JOBS, REFUSED, ONE_ROW, parquet, cli]
+    dp_parquet = {**PARQUET, "data": str(out / "train.parquet")}  # DP out of core
+    jobs = [*JOBS, REFUSED, ONE_ROW, parquet, dp_parquet, cli]
     (out / "spec.json").write_text(json.dumps({"rows": N, "jobs": jobs}))
     torchrun(str(REPO / "tests" / "ddp_worker.py"), str(out / "spec.json"), str(out), cwd=out)
     rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     return rank0, rank1, out
 
 
-@pytest.mark.parametrize("job", [j["name"] for j in JOBS])
+@pytest.mark.parametrize("job", [j["name"] for j in [*JOBS, PARQUET]])
 def test_both_processes_end_with_the_same_model(ranks, job: str) -> None:
     rank0, rank1, _ = ranks
     assert rank0[job]["hash"] == rank1[job]["hash"]
@@ -183,7 +189,20 @@ def test_dp_ledger_equals_the_one_process_ledger(ranks, name: str) -> None:
     assert dpsgd["steps"] == EPOCHS * (N // BATCH) * one._critic_steps()
 
 
-@pytest.mark.parametrize("job", [j["name"] for j in JOBS])
+def test_an_out_of_core_dp_fit_has_the_in_memory_ledger(ranks) -> None:
+    """DP + distributed + Parquet: rank 0 streams the releases, each process trains on its
+    shard of the compact store; the ledger is the one of the same 2-process fit in memory."""
+    rank0, _, _ = ranks
+    streamed, in_memory = rank0["TVAE-dp-parquet"]["report"], rank0["TVAE-dp"]["report"]
+    keys = ("name", "kind", "noise_multiplier", "sample_rate", "steps", "epsilon_alone")
+    assert [{k: m[k] for k in keys} for m in streamed["mechanisms"]] == [
+        {k: m[k] for k in keys} for m in in_memory["mechanisms"]
+    ]
+    for key in ("epsilon", "delta", "rdp_epsilon", "noise_multiplier", "n_estimate"):
+        assert streamed[key] == in_memory[key], key
+
+
+@pytest.mark.parametrize("job", [j["name"] for j in [*JOBS, PARQUET]])
 def test_the_model_rank0_saved_loads_in_one_process_and_samples(ranks, job: str) -> None:
     rank0, _, out = ranks
     model = tabsynth.load(out / f"{job}.tsyn")

@@ -172,10 +172,11 @@ def test_bad_parquet_inputs_are_named(tmp_path, patients) -> None:
         model.fit(tmp_path / "nulls.parquet", metadata=meta2)
 
 
-def test_dp_refuses_a_parquet_path_before_reading_it(tmp_path) -> None:
+def test_dp_refuses_a_parquet_path_without_a_schema_before_opening_it(tmp_path) -> None:
     model = tabsynth.CTGAN(epochs=1, epsilon=1.0, verbose=False)
     # the file does not exist: the refusal comes from the arguments, not from the data
-    with pytest.raises(PrivacyError, match="not DP yet"):
+    # (DP out-of-core fits with a declared schema: tests/test_dp_out_of_core.py)
+    with pytest.raises(PrivacyError, match="needs a public schema"):
         model.fit(tmp_path / "missing.parquet")
 
 

@@ -148,10 +148,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if getattr(args, "dp_domains", False) and args.epsilon is None:
         raise CLIError("--dp-domains needs --epsilon (the category lists are paid from it)")
     streamed = bool(getattr(args, "out_of_core", False))
-    if streamed and args.epsilon is not None:
-        raise CLIError("--out-of-core is not available with --epsilon yet (docs/scaling.md)")
     if streamed and getattr(args, "declare_public", False):
-        raise CLIError("--declare-public is for DP fits (--epsilon); --out-of-core is not DP")
+        if args.epsilon is None:
+            raise CLIError("--declare-public is for DP fits (--epsilon)")
+        if getattr(args, "metadata", None) is None:
+            # it would publish facts inferred from the rows (a sample plus whole-file min/max
+            # and category lists): not done for a streamed table
+            raise CLIError(
+                "--declare-public with --out-of-core needs --metadata meta.json: a streamed DP "
+                "fit does not infer a schema from the rows; write meta.json from a codebook "
+                "(tabsynth inspect writes a draft to check and edit)"
+            )
     if (
         args.epsilon is not None
         and getattr(args, "metadata", None) is None
@@ -218,7 +225,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     model.fit(df, metadata=meta, log_dir=getattr(args, "log_dir", None), distributed=distributed)
     if not main_rank:  # every process holds the same model: rank 0 writes it
         return 0
-    if streamed:
+    if streamed and args.epsilon is None:  # under DP the (noisy) count is printed below
         _say(args, f"fitted on {model.n_rows_fit_} rows streamed from {args.data}")
     fitted = getattr(model, "timings_", {})
     timings["preprocess"] = float(fitted.get("preprocess_s", float("nan")))

@@ -219,8 +219,8 @@ def _add_fit(sub: Any) -> None:
         "--out-of-core",
         action="store_true",
         help="stream a Parquet file or folder instead of reading it whole, for tables larger "
-        "than memory (the rows are kept compactly encoded; not with --epsilon yet; see "
-        "docs/scaling.md)",
+        "than memory (the rows are kept compactly encoded; with --epsilon the schema comes "
+        "from --metadata; see docs/scaling.md)",
     )
     p.add_argument("-o", "--output", required=True, metavar="MODEL.tsyn", help="model file")
     p.set_defaults(func=_run("commands", "cmd_fit"))

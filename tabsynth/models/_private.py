@@ -51,10 +51,12 @@ from tabsynth.privacy import (
     PrivacyLedger,
     calibrate,
     check_delta,
+    domain_counts,
     dp_category_domain,
     dp_grid_histogram,
     dp_histogram,
     dpsgd_steps,
+    grid_counts,
     make_dp_optimizer,
     make_poisson_loader,
     noisy_count,
@@ -62,6 +64,8 @@ from tabsynth.privacy import (
 )
 from tabsynth.transform import TableTransformer
 from tabsynth.transform.categorical import OTHER
+from tabsynth.transform.compact import CompactTable, encode_frames
+from tabsynth.transform.stream import ParquetSource
 
 #: default delta when the row count is private (well below 1/n for n up to ~10^5)
 PRIVATE_N_DELTA = 1e-6
@@ -77,7 +81,7 @@ class PrivateFit:
     ledger: PrivacyLedger
     calibration: Calibration
     transformer: TableTransformer
-    X: np.ndarray
+    X: CompactTable  # the encoded private rows, compact (on the CPU until a model places it)
     n_estimate: int
     expected_batch: int
     steps_per_epoch: int
@@ -93,9 +97,12 @@ class PrivateFit:
     def noise_multiplier(self) -> float:
         return float(self.calibration.noise_multiplier)  # type: ignore[arg-type]
 
-    def loader(self, rows: torch.Tensor) -> PoissonLoader:
-        """Poisson batches of ``rows`` (the encoded table, possibly column-permuted); the masks
-        come from a CPU generator seeded from OS entropy, held only by the loader."""
+    def loader(self, rows: CompactTable) -> PoissonLoader:
+        """Poisson batches of ``rows`` (``self.X``, possibly placed on the device or
+        column-reordered): each row joins a batch independently with probability
+        ``q = expected_batch / n_estimate``, the batch is ``rows.dense(sampled)`` on the store's
+        device; the masks come from a CPU generator seeded from OS entropy, held only by the
+        loader."""
         loader = make_poisson_loader(
             rows,
             self.expected_batch,
@@ -195,14 +202,20 @@ def public_schema(metadata: Metadata) -> Metadata:
     return out
 
 
-def check_private_input(df: Any, metadata: Any) -> None:
+def check_private_input(df: Any, metadata: Any) -> Any:
     """What a DP fit checks before reading a row: the public schema and the column names.
 
     Everything here is a function of the declared schema and the frame's columns (public), so
     a refusal reveals nothing about the rows. Row-level problems are handled by
-    ``private_frame`` without refusing.
+    ``private_frame`` without refusing. ``df`` may be the path of a Parquet file or folder
+    (an out-of-core fit): its column names come from the Parquet schema (the file's footer),
+    no row is read; the :class:`~tabsynth.transform.stream.ParquetSource` is returned to be
+    streamed by the fit (the frame itself otherwise).
     """
-    if not isinstance(df, pd.DataFrame):
+    from tabsynth.transform.stream import ParquetSource, is_table_path
+
+    streamed = is_table_path(df)
+    if not streamed and not isinstance(df, pd.DataFrame):
         raise PrivacyError(f"expected a pandas DataFrame, got {type(df).__name__}")
     if metadata is None:
         raise PrivacyError(
@@ -214,6 +227,8 @@ def check_private_input(df: Any, metadata: Any) -> None:
         raise PrivacyError(f"metadata must be a tabsynth Metadata, got {type(metadata).__name__}")
     for spec in metadata:  # declared facts may have been edited in place since
         spec.check()
+    if streamed:  # the footer only: column names, and the row count (0 refused, as below)
+        df = ParquetSource(df)
     names = list(df.columns)
     if any(not isinstance(c, str) for c in names) or len(set(names)) != len(names):
         raise PrivacyError("the frame's column names must be unique strings")
@@ -224,8 +239,9 @@ def check_private_input(df: Any, metadata: Any) -> None:
             f"frame columns differ from the metadata; missing from the frame: {missing}; "
             f"not in the metadata: {extra}"
         )
-    if df.shape[0] == 0:
+    if not streamed and df.shape[0] == 0:  # ParquetSource refuses a file without rows
         raise PrivacyError("the frame is empty (0 rows)")
+    return df
 
 
 class _Outside:
@@ -451,7 +467,7 @@ def plan_private_fit(
 
 
 def _release_row_count(
-    df: pd.DataFrame,
+    n_rows: int,
     plan: _Plan,
     provisional: Calibration | None,
     rng: np.random.Generator,
@@ -461,7 +477,7 @@ def _release_row_count(
     if plan.metadata.n_rows is not None:
         return int(plan.metadata.n_rows)
     n_est = noisy_count(
-        len(df), provisional.sigma("row-count"), rng=rng, ledger=ledger, name="row-count"
+        n_rows, provisional.sigma("row-count"), rng=rng, ledger=ledger, name="row-count"
     )
     if plan.delta >= 1.0 / n_est:
         raise PrivacyError(
@@ -472,22 +488,25 @@ def _release_row_count(
 
 
 def _release_domains(
-    raw: pd.DataFrame,
+    raw: pd.DataFrame | None,
     plan: _Plan,
     provisional: Calibration | None,
     rng: np.random.Generator,
     ledger: PrivacyLedger,
+    counts: StreamedCounts | None = None,
 ) -> None:
-    """Replace each placeholder category list with its thresholded DP release (dp_domains)."""
+    """Replace each placeholder category list with its thresholded DP release (dp_domains):
+    from the rows ``raw``, or from the exact counts ``counts`` summed over a streamed table."""
     metadata = plan.metadata
     for name in plan.derive:
         rel = dp_category_domain(
-            _domain_values(raw[name]),
+            None if counts is not None else _domain_values(raw[name]),
             provisional.sigma("category-domains"),
             rng=rng,
             ledger=ledger,
             name=f"category-domain:{name}",
             delta=DOMAIN_DELTA_SHARE * plan.delta / len(plan.derive),
+            counts=None if counts is None else counts.domains[name],
         )
         if not rel.categories:
             raise PrivacyError(
@@ -500,24 +519,36 @@ def _release_domains(
             metadata[name].dtype = _derived_dtype(metadata[name])
 
 
+def _grid_of(probe: TableTransformer, plan: _Plan, col: str) -> tuple[float, float, int]:
+    """The public grid of a numeric column's histogram: encoder bounds and bin count."""
+    lo, hi = probe.numeric_bounds(col)
+    return lo, hi, _grid_bins(lo, hi, plan.metadata[col].kind == "integer")
+
+
+def _grid_values(df: pd.DataFrame, probe: TableTransformer, col: str) -> np.ndarray:
+    """A numeric column of ``private_frame`` rows in encoder coordinates (NaN: null)."""
+    values, null = probe.numeric_values(df, col)
+    return np.where(null, np.nan, values)
+
+
 def _release_numeric_histograms(
-    df: pd.DataFrame,
+    df: pd.DataFrame | None,
     probe: TableTransformer,
     plan: _Plan,
     cal: Calibration,
     rng: np.random.Generator,
     ledger: PrivacyLedger,
+    counts: StreamedCounts | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """One noisy grid histogram per numeric column, in encoder coordinates (they feed the
-    encoders' modes directly): ``{column: (bin centres, noisy counts)}``."""
+    encoders' modes directly): ``{column: (bin centres, noisy counts)}``. From the rows
+    ``df``, or from the exact grid counts ``counts`` summed over a streamed table."""
     histograms = {}
     for col in plan.num_cols:
-        values, null = probe.numeric_values(df, col)
-        lo, hi = probe.numeric_bounds(col)
+        lo, hi, bins = _grid_of(probe, plan, col)
         integer = plan.metadata[col].kind == "integer"
-        bins = _grid_bins(lo, hi, integer)
         rel = dp_grid_histogram(
-            np.where(null, np.nan, values),
+            None if counts is not None else _grid_values(df, probe, col),
             lo,
             hi,
             bins,
@@ -525,6 +556,7 @@ def _release_numeric_histograms(
             rng=rng,
             ledger=ledger,
             name=f"numeric-histogram:{col}",
+            counts=None if counts is None else counts.grids[col],
         )
         centres = rel.centers()
         if integer and bins == int(hi - lo + 1):
@@ -533,8 +565,56 @@ def _release_numeric_histograms(
     return histograms
 
 
+@dataclass
+class StreamedCounts:
+    """The exact statistics behind a streamed DP fit's releases, summed over the batches:
+    the row count, each DP-derived domain's value counts (``domain_counts``) and each numeric
+    column's grid counts (``grid_counts``). Private: only their noisy releases leave
+    ``_release``."""
+
+    n_rows: int
+    domains: dict[str, pd.Series]
+    grids: dict[str, np.ndarray]
+
+
+def stream_counts(frames: Any, plan: _Plan, probe: TableTransformer) -> StreamedCounts:
+    """One pass over ``frames`` (consecutive raw batches of the private table) summing the
+    exact counts every metadata release needs; each count is a sum over rows, so the total
+    equals the count over the whole table at once (what the in-memory fit noises)."""
+    numeric = [plan.metadata[c] for c in plan.num_cols]  # private_frame of these columns only
+    grids = {c: np.zeros(_grid_of(probe, plan, c)[2] + 1) for c in plan.num_cols}
+    domains = {c: pd.Series(dtype=np.float64) for c in plan.derive}
+    n = 0
+    for raw in frames:
+        n += len(raw)
+        for c in plan.derive:
+            part = domain_counts(_domain_values(raw[c])).astype(np.float64)
+            domains[c] = domains[c].add(part, fill_value=0.0)
+        if numeric:
+            frame = private_frame(raw[plan.num_cols], numeric)  # type: ignore[arg-type]
+            for c in plan.num_cols:
+                grids[c] += grid_counts(_grid_values(frame, probe, c), *_grid_of(probe, plan, c))
+    return StreamedCounts(n, domains, grids)
+
+
+def category_slot_counts(X: CompactTable, transformer: TableTransformer, col: str) -> np.ndarray:
+    """Exact rows per slot of a categorical column's one-hot span in the compact store (plus
+    the empty ``__other__`` cell of ``category_counts``; an all-zero span counts in slot 0,
+    as the argmax of the dense span did)."""
+    span = transformer.category_span(col)
+    counts = np.zeros(span.width + 1, dtype=np.float64)
+    for lo in range(0, len(X), _COUNT_ROWS):  # bounded int64 buffers on a large store
+        codes = X.codes[lo : lo + _COUNT_ROWS, X._code_index[span.start]].long().clamp_(min=0)
+        counts[: span.width] += torch.bincount(codes, minlength=span.width).cpu().numpy()
+    return counts
+
+
+#: rows counted at once when summing a compact store's slots
+_COUNT_ROWS = 1 << 20
+
+
 def _release_category_probs(
-    X: np.ndarray,
+    X: CompactTable,
     transformer: TableTransformer,
     plan: _Plan,
     cal: Calibration,
@@ -545,21 +625,21 @@ def _release_category_probs(
     probs = {}
     for col in plan.cat_cols:
         span = transformer.category_span(col)
-        positions = np.argmax(X[:, span.start : span.stop], axis=1)
         rel = dp_histogram(
-            positions,
+            None,
             list(range(span.width)),
             cal.sigma("category-histograms"),
             rng=rng,
             ledger=ledger,
             name=f"category-histogram:{col}",
+            counts=category_slot_counts(X, transformer, col),
         )
         probs[col] = rel.probabilities()
     return probs
 
 
 def prepare_private_fit(
-    df: pd.DataFrame,
+    df: pd.DataFrame | ParquetSource,
     metadata: Metadata,
     *,
     epsilon: float,
@@ -609,7 +689,12 @@ def _dpsgd_schedule(n_est: int, batch_size: int) -> tuple[int, float, int]:
 
 
 def _release_distributed(
-    df: pd.DataFrame, plan: _Plan, batch_size: int, epochs: int, critic_steps: int, seed: int
+    df: pd.DataFrame | ParquetSource,
+    plan: _Plan,
+    batch_size: int,
+    epochs: int,
+    critic_steps: int,
+    seed: int,
 ) -> PrivateFit:
     """The DP preparation of one process of a distributed fit.
 
@@ -638,7 +723,7 @@ def _release_distributed(
     shared = _distributed.on_main(release)
     if mine:  # rank 0
         private = mine[0]
-        private.X = private.X[_distributed.shard(len(private.X), pad=False)]
+        private.X = private.X.take(torch.as_tensor(_distributed.shard(len(private.X), pad=False)))
         return private
     metadata = Metadata.from_dict(shared["metadata"])
     transformer = TableTransformer.from_dict(shared["transformer"])
@@ -648,9 +733,12 @@ def _release_distributed(
     if steps != shared["steps"]:
         raise PrivacyError("internal: the processes planned different numbers of DP-SGD steps")
     cal = plan.solved(sample_rate, steps, shared["calibration"])
-    rows = df.iloc[_distributed.shard(len(df), pad=False)]
-    frame = private_frame(rows, metadata)
-    X = transformer.transform(frame, random_state=secret_seed("encoding"))
+    if isinstance(df, pd.DataFrame):
+        rows = df.iloc[_distributed.shard(len(df), pad=False)]
+        X = _encode(transformer, [private_frame(rows, metadata)], len(rows))
+    else:  # streamed: every row encoded (compactly), this process's shard kept
+        X = _encode(transformer, _private_frames(df, metadata), df.n_rows)
+        X = X.take(torch.as_tensor(_distributed.shard(len(X), pad=False)))
     probs = {k: np.asarray(v, dtype=np.float64) for k, v in shared["category_probs"].items()}
     return PrivateFit(
         _ledger(plan),  # counts this process's DP-SGD steps; rank 0's ledger is the report
@@ -666,29 +754,56 @@ def _release_distributed(
 
 
 def _release(
-    df: pd.DataFrame, plan: _Plan, batch_size: int, epochs: int, critic_steps: int, seed: int
+    df: pd.DataFrame | ParquetSource,
+    plan: _Plan,
+    batch_size: int,
+    epochs: int,
+    critic_steps: int,
+    seed: int,
 ) -> PrivateFit:
-    """Every release of a one-process fit (and of rank 0 in a distributed one)."""
+    """Every release of a one-process fit (and of rank 0 in a distributed one).
+
+    ``df`` may be a :class:`ParquetSource` (out-of-core): one streamed pass sums the exact
+    counts of the row-count, domain and numeric releases (``stream_counts``), each noised once
+    as the in-memory fit noises the same counts; a second pass encodes the rows batch by
+    batch into the compact store, from which the category frequencies are counted.
+    """
     ledger = _ledger(plan)
-    # from here on the rows are read, and nothing below refuses because of what they hold
-    frame = private_frame(df, plan.metadata)
-    rng = _secret_rng("metadata-noise")  # never from random_state, never saved
+
+    def calibrate_for(n: int) -> tuple[Calibration, tuple[int, float, int]]:
+        schedule = _dpsgd_schedule(n, batch_size)
+        steps = dpsgd_steps(int(epochs), schedule[2], int(critic_steps))
+        return plan.solve(schedule[1], steps), schedule
+
+    # data-free calibrations first: with a declared n, "epsilon is too small" is refused
+    # before a row is read (a streamed table is then never opened)
     provisional = plan.solve(0.01, 1) if plan.early else None
-    n_est = _release_row_count(frame, plan, provisional, rng, ledger)
-    _release_domains(df, plan, provisional, rng, ledger)  # before the probe: it needs them
+    declared = plan.metadata.n_rows
+    solved = calibrate_for(int(declared)) if declared is not None else None
+    # from here on the rows are read, and nothing below refuses because of what they hold
+    counts = frame = None
+    if isinstance(df, pd.DataFrame):
+        frame = private_frame(df, plan.metadata)
+        n_rows = len(frame)
+    else:  # the numeric encoders' coordinates need only the public numeric specs
+        counts = stream_counts(df.frames(), plan, TableTransformer(plan.metadata))
+        n_rows = counts.n_rows
+    rng = _secret_rng("metadata-noise")  # never from random_state, never saved
+    n_est = _release_row_count(n_rows, plan, provisional, rng, ledger)
+    # before the probe: it needs them
+    _release_domains(df if counts is None else None, plan, provisional, rng, ledger, counts)
     probe = TableTransformer(plan.metadata, random_state=seed)
 
-    expected_batch, sample_rate, steps_per_epoch = _dpsgd_schedule(n_est, batch_size)
-    cal = plan.solve(sample_rate, dpsgd_steps(int(epochs), steps_per_epoch, int(critic_steps)))
+    cal, (expected_batch, _q, steps_per_epoch) = solved or calibrate_for(n_est)
     for name in plan.early:
         if not math.isclose(cal.sigma(name), provisional.sigma(name), rel_tol=1e-12):
             raise PrivacyError(f"internal: the {name} noise changed between calibrations")
 
-    histograms = _release_numeric_histograms(frame, probe, plan, cal, rng, ledger)
+    histograms = _release_numeric_histograms(frame, probe, plan, cal, rng, ledger, counts)
     # ``seed`` (from random_state) only names the transformer's public decoding stream; the
     # encoding draws of the private rows (mixture modes) come from a secret seed
     transformer = TableTransformer(plan.metadata, random_state=seed).fit_public(histograms)
-    X = transformer.transform(frame, random_state=secret_seed("encoding"))
+    X = _encode(transformer, _private_frames(df, plan.metadata, frame), n_rows)
     return PrivateFit(
         ledger,
         cal,
@@ -700,6 +815,23 @@ def _release(
         _release_category_probs(X, transformer, plan, cal, rng, ledger),
         plan.metadata,
     )
+
+
+def _private_frames(data: Any, metadata: Metadata, frame: pd.DataFrame | None = None) -> Any:
+    """The private rows made to fit the schema: ``[frame]`` in memory, batch by batch from a
+    streamed source (``private_frame`` is a function of each row alone)."""
+    if frame is not None:
+        return [frame]
+    if isinstance(data, pd.DataFrame):
+        return [private_frame(data, metadata)]
+    return (private_frame(raw, metadata) for raw in data.frames())
+
+
+def _encode(transformer: TableTransformer, frames: Any, n_rows: int) -> CompactTable:
+    """The private rows (frames already made to fit the schema by ``private_frame``) encoded
+    into a compact store chunk by chunk; the encoding draws (mixture modes) come from a secret
+    seed, never from ``random_state``."""
+    return encode_frames(transformer, frames, n_rows, random_state=secret_seed("encoding"))
 
 
 def finish_private_fit(private: PrivateFit) -> dict:
@@ -719,6 +851,7 @@ __all__ = [
     "private_frame",
     "public_schema",
     "secret_seed",
+    "stream_counts",
     "finish_private_fit",
     "prepare_private_fit",
 ]

@@ -597,8 +597,8 @@ class ARGN(BaseSynthesizer):
         """
         gen, dev, net = self._train_generator, self.device_, self.net_
         clip = float(self.max_grad_norm)
-        X = torch.as_tensor(private.X, device=dev)
-        loader = private.loader(X)  # Poisson masks and noise: secret generators (_private)
+        # Poisson masks and noise: secret generators (_private); batches expanded on the device
+        loader = private.loader(private.X.place(dev))
         base = _nn.adam(
             net.parameters(), float(self.learning_rate), float(self.weight_decay), private=True
         )

@@ -331,7 +331,10 @@ class BaseSynthesizer:
         the table is never held whole; see docs/scaling.md): the metadata is inferred from a
         seeded sample of 100,000 rows with the bounds and nullability of the whole file, the
         encoders are fit on that sample (a category first seen outside it takes the column's
-        ``other`` slot), and the rows are kept compactly encoded for training.
+        ``other`` slot), and the rows are kept compactly encoded for training. With ``epsilon``
+        the metadata must be declared (as for a frame); each DP release is computed from exact
+        counts summed over the streamed batches and noised once, with the same ledger as the
+        same fit on the frame in memory (docs/privacy.md).
 
         ``callbacks``: objects with ``on_epoch_end(model, row)``, called after every epoch with
         the epoch's history row. ``log_dir``: write the same rows as TensorBoard scalars there
@@ -347,17 +350,11 @@ class BaseSynthesizer:
         """
         from tabsynth.metadata import Metadata
         from tabsynth.models._tracking import check_callbacks
-        from tabsynth.transform.stream import is_table_path
 
         callbacks = check_callbacks(callbacks)
         self._validate_params()
         if not isinstance(distributed, (bool, np.bool_)):
             raise HyperParameterError(f"distributed must be True or False, got {distributed!r}")
-        if is_table_path(df) and self.epsilon is not None:  # the arguments alone, no read
-            raise PrivacyError(
-                "a DP fit reads a DataFrame; out-of-core (Parquet path) fits are not DP yet: "
-                "read the table with tabsynth.datasets.read_table, or fit without epsilon"
-            )
         if distributed:  # before any row is read: the environment alone
             _distributed.environment()
         if self.epsilon is None:
@@ -367,10 +364,11 @@ class BaseSynthesizer:
                 raise DataError(
                     f"metadata must be a tabsynth Metadata, got {type(metadata).__name__}"
                 )
-        else:  # DP: only the public schema and column names, no row (see _private.py)
+        else:  # DP: only the public schema and column names, no row (see _private.py);
+            # a Parquet path becomes its ParquetSource (the footer read, no row)
             from tabsynth.models._private import check_private_input
 
-            check_private_input(df, metadata)
+            df = check_private_input(df, metadata)
 
         self.device_ = _nn.resolve_device(self.device)
         if not distributed:
@@ -604,8 +602,9 @@ class BaseSynthesizer:
         return 1
 
     def _train_private(self, private: PrivateFit) -> None:  # pragma: no cover - abstract
-        """Train on ``private.X`` with DP-SGD for exactly ``private.steps`` noisy steps, reading
-        the rows only through ``private.loader`` and ``private.optimizer`` (the contract)."""
+        """Train on ``private.X`` (a compact store) with DP-SGD for exactly ``private.steps``
+        noisy steps, reading the rows only through ``private.loader`` (Poisson batches of
+        ``private.X.place(device)``, expanded by ``dense``) and ``private.optimizer``."""
         raise PrivacyError(f"{type(self).__name__} has no differentially private training")
 
     def privacy_report(self) -> dict:

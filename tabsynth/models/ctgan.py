@@ -529,7 +529,7 @@ class CTGAN(BaseSynthesizer):
             sampler.set_counts(torch.as_tensor(probs * private.n_estimate, dtype=torch.float64))
         emb, d_steps = int(self.embedding_dim), int(self.discriminator_steps)
         clip = float(self.max_grad_norm)
-        loader = private.loader(torch.as_tensor(private.X, device=dev))
+        loader = private.loader(private.X.place(dev))  # dense batches on the device
         opt_d = private.optimizer(
             D,
             _adam(D, self.discriminator_lr, self.discriminator_decay, private=True),

@@ -631,8 +631,8 @@ class TVAE(BaseSynthesizer):
         vae = self.vae_
         emb = int(self.embedding_dim)
         clip = float(self.max_grad_norm)
-        Xp = torch.as_tensor(private.X, device=dev)[:, self._perm].contiguous()
-        loader = private.loader(Xp)
+        # rows come out in the decoder's column order, expanded batch by batch on the device
+        loader = private.loader(private.X.place(dev).reorder(self._perm))
         opt = private.optimizer(vae, self._optimizer(private=True), clip, clipping="ghost")
         batches = loader.batches(private.steps)
         for _epoch in self._epochs():

@@ -28,7 +28,7 @@ from opacus.validators import ModuleValidator
 from opacus.validators.errors import UnsupportedModuleError
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from tabsynth import _distributed
 from tabsynth.errors import PrivacyError
@@ -90,6 +90,23 @@ class _BatchTensorDataset(TensorDataset):
         return [t[idx] for t in self.tensors]
 
 
+class _CompactRows(Dataset):
+    """The rows of a compact encoded store (``CompactTable``): a batch is one ``dense(rows)``
+    call, expanded on the store's device; the store is never made dense as a whole."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        return (self.table.dense(torch.as_tensor([int(i)], dtype=torch.long))[0],)
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        return [self.table.dense(torch.as_tensor(indices, dtype=torch.long))]
+
+
 def _collate(single: bool) -> Callable[[list[torch.Tensor]], Any]:
     def collate(batch: list[torch.Tensor]) -> Any:
         return batch[0] if single else tuple(batch)
@@ -133,7 +150,7 @@ class PoissonLoader(NamedTuple):
 
 
 def make_poisson_loader(
-    X: torch.Tensor | tuple[torch.Tensor, ...],
+    X: Any,
     expected_batch_size: int,
     *,
     generator: torch.Generator,
@@ -147,14 +164,24 @@ def make_poisson_loader(
     which treats n as public (with ``n`` given, ``X`` may have no row: a process's empty
     shard, whose every batch is empty). One epoch is ``len(loader) = int(1 / q)`` batches: use
     ``steps_per_epoch`` (not a recomputed value) when planning the budget.
-    A tuple of tensors yields tuples of batches; a single tensor yields a tensor.
+    A tuple of tensors yields tuples of batches; a single tensor yields a tensor; a compact
+    store (``tabsynth.transform.compact.CompactTable``) yields ``X.dense(rows)`` of the sampled
+    rows (the same masks from the same generator as for the dense matrix, so the same rows).
     """
-    tensors = X if isinstance(X, tuple) else (X,)
-    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
-        raise PrivacyError("make_poisson_loader needs a tensor (or a tuple of tensors)")
-    rows = len(tensors[0])
-    if (rows < 1 and n is None) or any(len(t) != rows for t in tensors):
-        raise PrivacyError("make_poisson_loader needs non-empty tensors with equal row counts")
+    if hasattr(X, "dense") and hasattr(X, "spans"):  # a CompactTable: batches expanded
+        dataset: Dataset = _CompactRows(X)
+        rows, single = len(X), True
+        tensors: tuple[torch.Tensor, ...] = (X.dense(torch.zeros(0, dtype=torch.long)),)
+    else:
+        tensors = X if isinstance(X, tuple) else (X,)
+        if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise PrivacyError("make_poisson_loader needs a tensor (or a tuple of tensors)")
+        rows = len(tensors[0])
+        if any(len(t) != rows for t in tensors):
+            raise PrivacyError("make_poisson_loader needs tensors with equal row counts")
+        dataset, single = _BatchTensorDataset(*tensors), len(tensors) == 1
+    if rows < 1 and n is None:
+        raise PrivacyError("make_poisson_loader needs a non-empty table (or the row count n)")
     if not isinstance(generator, torch.Generator):
         raise PrivacyError("make_poisson_loader needs a seeded torch.Generator (generator=)")
     n = rows if n is None else int(n)
@@ -170,9 +197,9 @@ def make_poisson_loader(
     if rows == 0:  # n counts the rows of every process; this one holds none
         return PoissonLoader(_NoRows(tensors, q), q, int(1 / q))
     loader = DPDataLoader(
-        _BatchTensorDataset(*tensors),
+        dataset,
         sample_rate=q,
-        collate_fn=_collate(len(tensors) == 1),
+        collate_fn=_collate(single),
         generator=generator,
     )
     return PoissonLoader(loader, q, len(loader))

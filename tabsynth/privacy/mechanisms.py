@@ -31,6 +31,7 @@ __all__ = [
     "dp_grid_histogram",
     "dp_histogram",
     "dp_quantiles",
+    "domain_counts",
     "grid_counts",
     "noisy_count",
     "quantiles_from_histogram",
@@ -124,6 +125,28 @@ def grid_counts(values: Any, lower: float, upper: float, bins: int) -> np.ndarra
     return np.append(counts, na.sum()).astype(np.float64)
 
 
+def domain_counts(values: Any) -> pd.Series:
+    """Exact count of each observed (non-missing) value: what ``dp_category_domain`` noises.
+    Counts of consecutive parts of a table add up (``a.add(b, fill_value=0)``)."""
+    return _series(values).dropna().value_counts(sort=False)
+
+
+def _exact_counts(values: Any, counts: Any, cells: int, name: str) -> np.ndarray:
+    """Exact counts given to a release instead of values: the right number of non-negative
+    whole cells (the sum of the same counts over the parts of a table)."""
+    if values is not None:
+        raise PrivacyError(f"mechanism {name!r}: give values or counts, not both")
+    exact = np.asarray(counts, dtype=np.float64)
+    if (
+        exact.shape != (cells,)
+        or not np.all(np.isfinite(exact))
+        or np.any(exact < 0)
+        or np.any(exact != np.round(exact))
+    ):
+        raise PrivacyError(f"mechanism {name!r}: counts must be {cells} non-negative integers")
+    return exact
+
+
 # ---------------------------------------------------------------------- releases
 @dataclass(frozen=True)
 class HistogramRelease:
@@ -195,6 +218,7 @@ def dp_histogram(
     rng: np.random.Generator,
     ledger: PrivacyLedger,
     name: str,
+    counts: Any = None,
 ) -> HistogramRelease:
     """Gaussian one-way histogram over a PUBLIC category domain.
 
@@ -202,13 +226,20 @@ def dp_histogram(
     sensitivity sqrt(k) in the ledger). Categories whose noisy count is below ``threshold``
     (default 3 sigma) are merged into ``__other__``, so a rare category is not modelled on its
     own; thresholding is post-processing of the noisy counts and costs nothing.
+
+    ``counts`` (instead of ``values``): the exact ``category_counts`` already summed, e.g.
+    over the batches of a streamed table; the release is the same function of them.
     """
     sigma = _check_sigma(sigma, name)
     rng = _check_rng(rng, name)
     thr = DEFAULT_THRESHOLD_SIGMAS * sigma if threshold is None else float(threshold)
     if not math.isfinite(thr) or thr < 0:
         raise PrivacyError(f"mechanism {name!r}: threshold must be >= 0, got {threshold!r}")
-    exact = category_counts(values, domain)
+    exact = (
+        category_counts(values, domain)
+        if counts is None
+        else _exact_counts(values, counts, len(domain) + 1, name)
+    )
     k = len(exact) - 1
     ledger.add_gaussian(
         name,
@@ -248,6 +279,7 @@ def dp_category_domain(
     ledger: PrivacyLedger,
     name: str,
     delta: float | None = None,
+    counts: Any = None,
 ) -> HistogramRelease:
     """Derive a category domain from private data with DP (Gaussian thresholding).
 
@@ -263,6 +295,9 @@ def dp_category_domain(
     Missing values are not part of a domain (nullability is declared) and are ignored.
     Returned ``counts`` are the noisy counts of the released values (post-processing may use
     them as frequencies; there is no ``__other__`` count).
+
+    ``counts`` (instead of ``values``): the exact count of each observed value, a
+    ``pd.Series`` indexed by value (``domain_counts``, summed over a streamed table's batches).
     """
     sigma = _check_sigma(sigma, name)
     rng = _check_rng(rng, name)
@@ -281,7 +316,12 @@ def dp_category_domain(
         raise PrivacyError(
             f"mechanism {name!r}: threshold {thr:g} costs delta {delta0:.3g} > allowed {delta:g}"
         )
-    observed = _series(values).dropna().value_counts(sort=False)
+    if counts is None:
+        observed = domain_counts(values)
+    else:
+        if values is not None or not isinstance(counts, pd.Series):
+            raise PrivacyError(f"mechanism {name!r}: give values or a Series of counts, not both")
+        observed = counts[counts > 0]
     ledger.add_gaussian(
         name,
         sigma,
@@ -313,17 +353,25 @@ def dp_grid_histogram(
     rng: np.random.Generator,
     ledger: PrivacyLedger,
     name: str,
+    counts: Any = None,
 ) -> GridRelease:
     """Noisy counts on an equal-width grid of PUBLIC bounds (values clipped to them first).
 
     One extra cell counts missing values, so the null share comes for free; every row is in
     exactly one cell (L2 sensitivity 1). Modes and quantiles for continuous columns are then
     read from this release instead of fitting a mixture on raw values.
+
+    ``counts`` (instead of ``values``): the exact ``grid_counts`` already summed, e.g. over
+    the batches of a streamed table; the release is the same function of them.
     """
     sigma = _check_sigma(sigma, name)
     rng = _check_rng(rng, name)
     lo, hi, bins = _check_grid(lower, upper, bins, name)
-    exact = grid_counts(values, lo, hi, bins)
+    exact = (
+        grid_counts(values, lo, hi, bins)
+        if counts is None
+        else _exact_counts(values, counts, bins + 1, name)
+    )
     ledger.add_gaussian(
         name,
         sigma,
