@@ -40,6 +40,16 @@ def table(n: int) -> pd.DataFrame:
     )
 
 
+class EpochCounter:
+    """A fit callback that counts the epochs this process was told about."""
+
+    def __init__(self) -> None:
+        self.epochs = 0
+
+    def on_epoch_end(self, model, row) -> None:
+        self.epochs += 1
+
+
 def model_hash(model) -> str:
     digest = hashlib.sha256()
     for name, module in sorted(model._modules().items()):
@@ -78,7 +88,8 @@ def main(spec_path: str, out_dir: str) -> None:
         t0 = time.perf_counter()
         try:
             data = job.get("data") or (table(job["rows"]) if "rows" in job else df)
-            model.fit(data, meta, distributed=True)
+            counter = EpochCounter()
+            model.fit(data, meta, distributed=True, callbacks=[counter])
         except tabsynth.errors.TabsynthError as exc:  # the same error on every rank, no hang
             results[job["name"]] = {"error": type(exc).__name__, "message": str(exc)}
             continue
@@ -87,6 +98,7 @@ def main(spec_path: str, out_dir: str) -> None:
             "report": getattr(model, "privacy_report_", None),
             "batch_size_": int(model.batch_size_),
             "epochs": len(model.history_),
+            "callback_epochs": counter.epochs,
             "seconds": time.perf_counter() - t0,
         }
         if rank == 0:

@@ -131,7 +131,9 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
     parquet = {"name": "TVAE-parquet", "model": "TVAE", "params": params("TVAE")}
     parquet["data"] = str(out / "train.parquet")  # out of core: each rank keeps its shard
     dp_parquet = {**PARQUET, "data": str(out / "train.parquet")}  # DP out of core
-    jobs = [*JOBS, REFUSED, ONE_ROW, parquet, dp_parquet, cli]
+    auto = {"name": "TVAE-auto", "model": "TVAE", "params": params("TVAE", epochs=None)}
+    auto["params"] |= {"max_steps": 30, "patience": 1}  # early stopping on 2 processes
+    jobs = [*JOBS, REFUSED, ONE_ROW, parquet, dp_parquet, auto, cli]
     (out / "spec.json").write_text(json.dumps({"rows": N, "jobs": jobs}))
     torchrun(str(REPO / "tests" / "ddp_worker.py"), str(out / "spec.json"), str(out), cwd=out)
     rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
@@ -145,6 +147,20 @@ def test_both_processes_end_with_the_same_model(ranks, job: str) -> None:
     assert rank0[job]["report"] == rank1[job]["report"]  # rank 0's ledger, sent to rank 1
     assert rank0[job]["epochs"] == rank1[job]["epochs"] == EPOCHS
     assert rank0[job]["batch_size_"] == BATCH  # rows per step, both processes together
+
+
+def test_early_stopping_decides_alike_on_every_process(ranks) -> None:
+    """epochs=None: the validation loss is averaged over the processes before each decision,
+    so both stop after the same epoch with the same (best) weights."""
+    rank0, rank1, _ = ranks
+    assert rank0["TVAE-auto"]["hash"] == rank1["TVAE-auto"]["hash"]
+    assert rank0["TVAE-auto"]["epochs"] == rank1["TVAE-auto"]["epochs"] > 1
+
+
+def test_rank0_alone_calls_the_callbacks(ranks) -> None:
+    rank0, rank1, _ = ranks
+    for job in ("CTGAN", "TVAE-dp"):
+        assert rank0[job]["callback_epochs"] == EPOCHS and rank1[job]["callback_epochs"] == 0
 
 
 def test_an_out_of_core_fit_runs_distributed(ranks) -> None:
