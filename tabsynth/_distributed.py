@@ -131,7 +131,10 @@ def session(device: torch.device) -> Iterator[Session]:
     rank, world, local = environment()
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":  # NCCL bound to this process's GPU
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
     comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
     _ACTIVE = Session(rank, world, local, comm)

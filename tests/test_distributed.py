@@ -295,6 +295,19 @@ def test_shards(monkeypatch: pytest.MonkeyPatch, n: int, world: int) -> None:
     assert max(map(len, exact)) - min(map(len, exact)) <= 1
 
 
+def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``device="auto"``/``"cuda"`` on a 2-GPU machine: cuda:LOCAL_RANK; an explicit cuda:N and
+    the CPU are kept; more processes than GPUs is refused (no GPU needed to check the rule)."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cuda = torch.device("cuda")
+    assert _distributed.process_device(cuda, "auto", 1) == torch.device("cuda", 1)
+    assert _distributed.process_device(cuda, "cuda", 0) == torch.device("cuda", 0)
+    assert _distributed.process_device(torch.device("cuda", 0), "cuda:0", 1).index == 0
+    assert _distributed.process_device(torch.device("cpu"), "cpu", 1).type == "cpu"
+    with pytest.raises(DistributedError, match="LOCAL_RANK=2 but this machine has 2 CUDA"):
+        _distributed.process_device(cuda, "auto", 2)
+
+
 def test_distributed_without_torchrun_is_refused_before_reading(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
