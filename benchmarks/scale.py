@@ -26,16 +26,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# runs the CLI in this child process and reports its own peak RSS (Linux/macOS getrusage)
+# runs the CLI in this child process and reports its own peak RSS (the harness's one meter)
 _CHILD = """
-import json, resource, sys
+import sys
+from tabsynth.bench.measure import PeakRSS
+meter = PeakRSS()
 from tabsynth.cli.main import main
 try:
     rc = main(sys.argv[1:])
 finally:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    print("PEAK_RSS_BYTES=" + str(peak * scale), file=sys.stderr)
+    print("PEAK_RSS_MIB=" + str(meter.peak_mib()), file=sys.stderr)
 sys.exit(rc)
 """
 
@@ -54,8 +54,8 @@ def run_cli(argv: list[str], threads: int) -> dict:
     wall = time.perf_counter() - t0
     peak = None
     for line in proc.stderr.splitlines():
-        if line.startswith("PEAK_RSS_BYTES="):
-            peak = int(line.split("=", 1)[1]) / 2**30
+        if line.startswith("PEAK_RSS_MIB=") and line != "PEAK_RSS_MIB=None":
+            peak = float(line.split("=", 1)[1]) / 1024
     if proc.returncode:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
     return {"wall_s": wall, "peak_rss_gib": peak, "rc": proc.returncode, "stdout": proc.stdout}
