@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import tabsynth
-from tabsynth.cli._io import ChunkedTableWriter, CLIError, parse_condition, resolve_conditions
+from tabsynth.cli._io import CLIError, parse_condition, resolve_conditions, table_writer
 from tabsynth.cli.main import main
 from tabsynth.datasets import make_patients, write_table
 from tabsynth.metadata import Metadata
@@ -104,7 +104,7 @@ def test_sample_parquet_chunks_are_reproducible(work: Path) -> None:
     second = model.sample(
         60, random_state=int(seeds[1].generate_state(1, dtype=np.uint32)[0]), id_start=61
     )
-    with ChunkedTableWriter(work / "second.parquet") as writer:
+    with table_writer(work / "second.parquet") as writer:
         writer.write(second)
     pd.testing.assert_frame_equal(
         a.iloc[60:120].reset_index(drop=True), pd.read_parquet(work / "second.parquet")
@@ -210,7 +210,7 @@ def test_chunked_writer_round_trips_and_is_atomic(tmp_path: Path, name: str) -> 
         pd.DataFrame({"a": [3.0, 4.0], "b": [None, None]}),  # an all-missing column in a chunk
     ]
     target = tmp_path / name
-    with ChunkedTableWriter(target) as writer:
+    with table_writer(target) as writer:
         for chunk in chunks:
             writer.write(chunk)
     back = pd.read_parquet(target) if name.endswith("parquet") else pd.read_csv(target)
@@ -218,7 +218,7 @@ def test_chunked_writer_round_trips_and_is_atomic(tmp_path: Path, name: str) -> 
     assert back["b"].isna().tolist() == [False, False, True, True]
 
     target.write_text("old")  # a failed write leaves the previous file and no temp file
-    with pytest.raises(RuntimeError), ChunkedTableWriter(target) as writer:
+    with pytest.raises(RuntimeError), table_writer(target) as writer:
         writer.write(chunks[0])
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"

@@ -5,8 +5,6 @@ Kept free of heavy imports at module level so ``tabsynth --help`` stays fast.
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
 import os
 import re
@@ -19,7 +17,6 @@ from tabsynth.errors import DataError
 
 __all__ = [
     "CLIError",
-    "ChunkedTableWriter",
     "atomic_write_bytes",
     "check_input_file",
     "check_output_path",
@@ -27,6 +24,7 @@ __all__ = [
     "parse_condition",
     "resolve_conditions",
     "table_format",
+    "table_writer",
 ]
 
 #: the model families the commands accept, by their lower-case class names
@@ -83,107 +81,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return _files.atomic_write_bytes(check_output_path(path), data)
 
 
-class ChunkedTableWriter:
-    """Append a table chunk by chunk to a temporary file; ``commit`` renames it into place.
+def table_writer(path: str | os.PathLike[str]) -> Any:
+    """A :class:`tabsynth.datasets.io.ChunkedTableWriter` for ``path`` after the CLI's checks
+    (a folder, an unwritable place or an unknown extension is a one-line ``CLIError`` before
+    any write). Imported on use: the datasets layer loads pandas, and ``--help`` must not."""
+    table_format(path)
+    from tabsynth.datasets.io import ChunkedTableWriter
 
-    Memory stays bounded by one chunk whatever the total size. CSV chunks are appended as text
-    (one header); ``.csv.gz`` goes through one gzip stream; Parquet uses a pyarrow
-    ``ParquetWriter`` whose schema is fixed by the first chunk (later chunks are cast to it, so a
-    chunk whose column happens to be all-missing still matches). Used as a context manager the
-    file is committed on success and removed on error, so no partial output is ever left behind.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = check_output_path(path)
-        self.format, self.compression = table_format(self.path)
-        self.rows = 0
-        self._tmp: Path | None = None
-        self._raw: Any = None
-        self._text: Any = None
-        self._parquet: Any = None
-        self._schema: Any = None
-
-    def __enter__(self) -> ChunkedTableWriter:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-    def _open(self) -> None:
-        self._tmp = _files.temp_beside(self.path)
-        if self.format == "csv":
-            self._raw = open(self._tmp, "wb")  # noqa: SIM115 - closed in commit/abort
-            stream = self._raw
-            if self.compression == "gzip":
-                stream = gzip.GzipFile("", "wb", fileobj=self._raw, mtime=0)
-            self._gz = stream if stream is not self._raw else None
-            self._text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
-
-    def write(self, df: Any) -> None:
-        """Append one chunk (a pandas DataFrame with the same columns as the first one)."""
-        first = self._tmp is None
-        if first:
-            self._open()
-        if self.format == "csv":
-            df.to_csv(self._text, header=first, index=False)
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            if first:
-                table = pa.Table.from_pandas(df, preserve_index=False)
-                self._schema = table.schema
-                self._parquet = pq.ParquetWriter(self._tmp, self._schema)
-            else:
-                try:
-                    table = pa.Table.from_pandas(df, schema=self._schema, preserve_index=False)
-                except (pa.ArrowException, ValueError, TypeError) as exc:
-                    raise DataError(
-                        f"chunk {self.rows}+ does not match the Parquet schema of the first: {exc}"
-                    ) from exc
-            self._parquet.write_table(table)
-        self.rows += len(df)
-
-    def commit(self) -> Path:
-        """Flush, fsync and rename the temporary file over the target; returns the path."""
-        if self._tmp is None:
-            raise DataError(f"nothing was written to {str(self.path)!r}")
-        try:
-            self._close()
-            _files.commit_temp(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._tmp = None
-        return self.path
-
-    def _close(self) -> None:
-        if self._text is not None:
-            self._text.flush()
-            self._text.detach()
-            self._text = None
-        if getattr(self, "_gz", None) is not None:
-            self._gz.close()
-            self._gz = None
-        if self._raw is not None:
-            self._raw.close()
-            self._raw = None
-        if self._parquet is not None:
-            self._parquet.close()
-            self._parquet = None
-
-    def abort(self) -> None:
-        """Drop the temporary file (the target is left untouched)."""
-        try:
-            self._close()
-        except Exception:  # noqa: BLE001 - best effort on the error path
-            pass
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
+    return ChunkedTableWriter(check_output_path(path))
 
 
 # -- conditions -------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from tabsynth.cli._io import (
-    ChunkedTableWriter,
     CLIError,
     check_input_file,
     check_output_path,
     resolve_conditions,
     table_format,
+    table_writer,
 )
 from tabsynth.errors import DataError
 
@@ -297,7 +297,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     bar = tqdm(total=args.n_rows, unit="row", unit_scale=True, desc="sampling", disable=args.quiet)
     try:
-        with ChunkedTableWriter(args.output) as writer:
+        with table_writer(args.output) as writer:
             for i in range(n_chunks):
                 size = min(chunk, args.n_rows - writer.rows)
                 df = model.sample(

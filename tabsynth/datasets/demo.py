@@ -481,10 +481,7 @@ def write_demo_parquet(
     of ``chunk_rows`` rows, each chunk is a row group generated from its own child seed of
     ``random_state``, and the id column is numbered across chunks so ids stay unique.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tabsynth._files import atomic_path
+    from tabsynth.datasets.io import ChunkedTableWriter
 
     n = _check_n_rows(n_rows)
     generator = _GENERATORS.get(name)
@@ -495,21 +492,11 @@ def write_demo_parquet(
     seeds = np.random.SeedSequence(random_state).spawn(n_chunks)
     id_col, prefix = _ID_COLUMNS[name]
     width = len(str(n)) + 1
-    with atomic_path(path) as tmp:
-        writer = None
-        try:
-            for i, seed in enumerate(seeds):
-                lo = i * chunk
-                df = generator(n_rows=min(chunk, n - lo), random_state=np.random.default_rng(seed))
-                numbers = np.arange(lo + 1, lo + len(df) + 1).astype(str)
-                df[id_col] = pd.Series(
-                    np.char.add(prefix, np.char.zfill(numbers, width)), dtype=str
-                )
-                table = pa.Table.from_pandas(df, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-        finally:
-            if writer is not None:
-                writer.close()
+    with ChunkedTableWriter(path) as writer:  # one row group per chunk, renamed into place
+        for i, seed in enumerate(seeds):
+            lo = i * chunk
+            df = generator(n_rows=min(chunk, n - lo), random_state=np.random.default_rng(seed))
+            numbers = np.arange(lo + 1, lo + len(df) + 1).astype(str)
+            df[id_col] = pd.Series(np.char.add(prefix, np.char.zfill(numbers, width)), dtype=str)
+            writer.write(df)
     return Path(path)

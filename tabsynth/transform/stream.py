@@ -95,16 +95,16 @@ class ParquetSource:
                         yield batch
         pa.default_memory_pool().release_unused()
 
-    def _frame(self, batch: Any) -> pd.DataFrame:
+    def _frame(self, batches: list[Any]) -> pd.DataFrame:
         import pyarrow as pa
 
-        table = pa.Table.from_batches([batch]).replace_schema_metadata(self.schema.metadata)
+        table = pa.Table.from_batches(batches).replace_schema_metadata(self.schema.metadata)
         return table.to_pandas()
 
     def frames(self) -> Iterator[pd.DataFrame]:
         """The table as consecutive frames of at most ``batch_rows`` rows, in file order."""
         for batch in self._batches():
-            yield self._frame(batch)
+            yield self._frame([batch])
 
     def scan(self, sample_rows: int, random_state: int) -> tuple[pd.DataFrame, dict[str, dict]]:
         """One pass: a seeded uniform sample of ``min(sample_rows, n_rows)`` rows (in file order)
@@ -133,10 +133,9 @@ class ParquetSource:
                         if v is not None and not (isinstance(v, float) and np.isnan(v)):
                             st[key] = v if st[key] is None else better(st[key], v)
             start = stop
-        sample = (
-            self._frame(pa.concat_batches(parts)) if parts else self._frame(next(self._batches()))
-        )
-        return sample.reset_index(drop=True), stats
+        # k >= 1 rows are picked (the source refuses an empty table), so parts is never empty;
+        # Table.from_batches, not concat_batches (pyarrow >= 19 only; we support >= 14)
+        return self._frame(parts).reset_index(drop=True), stats
 
 
 def infer_metadata(sample: pd.DataFrame, stats: dict[str, dict], n_rows: int) -> Metadata:
